@@ -1,0 +1,15 @@
+# Two commands for a fresh machine (each bootstraps .venv with CPU torch==2.13.0 when no torch is there):
+#   make demo   - the main job, offline, on the embedded default model
+#   make test   - the test suite, offline
+PY := .venv/bin/python
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: bootstrap demo test inspect
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(PY) -m leantune inspect minilm --spectrum --json runs/inspect-minilm/spectrum.json --plot runs/inspect-minilm/condition.png
+
+test: bootstrap
+	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -1,0 +1,57 @@
+"""Command line: parses arguments, calls the library, prints. Errors the user can fix -> one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import LeantuneError
+
+
+def _cmd_inspect(args) -> int:
+    from .inspect_model import inspect, render
+
+    result = inspect(args.model, spectrum=args.spectrum, json_path=args.json, plot_path=args.plot,
+                     svd_dtype=args.svd_dtype, trust_remote_code=args.trust_remote_code,
+                     progress=not args.quiet)
+    print(render(result))
+    if args.json:
+        print(f"json: {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="leantune", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ins = sub.add_parser("inspect", help="show where W_q/W_k/W_v/W_o and the MLP matrices live; optional spectrum",
+                         description="Print the architecture map of MODEL (hub id, local directory or alias "
+                                     "'minilm'); with --spectrum also singular-value statistics per matrix.")
+    ins.add_argument("model")
+    ins.add_argument("--spectrum", action="store_true", help="per (layer, matrix): sigma max/min, condition number, "
+                                                             "effective rank")
+    ins.add_argument("--json", metavar="PATH", help="write the map (and spectrum) as JSON")
+    ins.add_argument("--plot", metavar="PATH", help="write a PNG of condition number by layer, attention vs MLP")
+    ins.add_argument("--svd-dtype", choices=["float32", "float64"], default="float32")
+    ins.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
+    ins.add_argument("--quiet", action="store_true", help="no progress bar")
+    ins.set_defaults(func=_cmd_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LeantuneError as e:
+        print(f"leantune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("leantune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

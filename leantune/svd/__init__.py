@@ -1,0 +1,1 @@
+"""SVD analysis and editing of the matrices the architecture map exposes."""

@@ -1,0 +1,80 @@
+"""The architecture map agrees with what each family's own forward computes (tiny random models)."""
+
+import pytest
+import torch
+
+from leantune.arch import MLP, get_arch
+from tiny import TINY_CONFIGS, tiny_input, tiny_model
+from capture import capture_qkv
+
+FAMILIES = list(TINY_CONFIGS)
+
+
+def _apply(m, x):
+    y = x @ m.read().T
+    b = m.read_bias()
+    return y if b is None else y + b
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_qkv_parity_with_models_own_attention(name, monkeypatch):
+    model = tiny_model(name)
+    arch = get_arch(model)
+    with capture_qkv(model, arch, monkeypatch) as rec, torch.no_grad():
+        model(tiny_input())
+    assert sorted(rec) == list(range(arch.num_layers))
+    for layer in range(arch.num_layers):
+        x = rec[layer]["x"]
+        for part in "qkv":
+            torch.testing.assert_close(rec[layer][part], _apply(arch.matrix(layer, part), x),
+                                       msg=lambda m: f"{name} layer {layer} {part}: {m}")
+
+
+# Where each family keeps the activation between mlp_in and mlp_out (relative to a block); test-only
+# knowledge used to check that the map's mlp matrices reproduce the block's own MLP computation.
+ACTIVATION = {"gpt2": "mlp.act", "gptj": "mlp.act", "gpt_neox": "mlp.act", "opt": "activation_fn",
+              "falcon": "mlp.act", "phi": "mlp.activation_fn", "phi3": "mlp.activation_fn",
+              "bloom": "mlp.gelu_impl", "bert": "intermediate.intermediate_act_fn",
+              "roberta": "intermediate.intermediate_act_fn"}
+
+
+def _activation(model, block):
+    path = ACTIVATION.get(model.config.model_type, "mlp.act_fn")
+    obj = block
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_mlp_parity_with_models_own_mlp(name):
+    """mlp_out's input is act(mlp_in(x)) (or act(mlp_gate(x)) * mlp_in(x)); its output is mlp_out(h)."""
+    model = tiny_model(name)
+    arch = get_arch(model)
+    seen = {}
+
+    def keep(key):
+        # clone: some blocks add the residual into the MLP output in place
+        return lambda mod, args, out=None: seen.__setitem__(key, (args[0] if out is None else out).clone())
+
+    hooks = []
+    for layer in range(arch.num_layers):
+        m_in, m_out = arch.matrix(layer, "mlp_in"), arch.matrix(layer, "mlp_out")
+        hooks.append(m_in.module.register_forward_pre_hook(keep((layer, "x"))))
+        hooks.append(m_out.module.register_forward_pre_hook(keep((layer, "h"))))
+        hooks.append(m_out.module.register_forward_hook(keep((layer, "y"))))
+    with torch.no_grad():
+        model(tiny_input())
+    for h in hooks:
+        h.remove()
+    for layer in range(arch.num_layers):
+        x, h, y = seen[(layer, "x")], seen[(layer, "h")], seen[(layer, "y")]
+        act = _activation(model, arch.layer_module(layer))
+        up = _apply(arch.matrix(layer, "mlp_in"), x)
+        if "mlp_gate" in arch.names:
+            expected = act(_apply(arch.matrix(layer, "mlp_gate"), x)) * up
+        else:
+            expected = act(up)
+        torch.testing.assert_close(h, expected, msg=lambda m: f"{name} layer {layer} mlp_in/gate: {m}")
+        torch.testing.assert_close(y, _apply(arch.matrix(layer, "mlp_out"), h),
+                                   msg=lambda m: f"{name} layer {layer} mlp_out: {m}")

@@ -1,0 +1,51 @@
+"""Offline loading: the MiniLM alias, the real GPT-2 vocabulary, dtype handling, safetensors only."""
+
+import pytest
+import torch
+
+from leantune.errors import LeantuneError
+from leantune.models import gpt2_tokenizer_offline, load_model, resolve
+from tiny import tiny_model
+
+
+def test_gpt2_tokenizer_offline_has_the_real_vocabulary():
+    tok = gpt2_tokenizer_offline()
+    assert len(tok) == 50257 and tok.eos_token_id == 50256 and tok.pad_token_id == 50256
+    # ids of the public GPT-2 vocabulary ("Hello" = 15496, " world" = 995, " positive" = 3967)
+    assert tok("Hello world, sentiment : positive").input_ids == [15496, 995, 11, 15598, 1058, 3967]
+    assert tok.decode([15496, 995]) == "Hello world"
+
+
+def test_minilm_alias_loads_real_weights_in_requested_dtype():
+    model = load_model("minilm", dtype="bfloat16")
+    assert model.config.model_type == "bert" and model.config.num_hidden_layers == 6
+    assert model.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    assert not model.training
+
+
+def test_local_directory_round_trip_uses_safetensors(tmp_path):
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = load_model(str(tmp_path), head="causal-lm")
+    x = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).logits, model(x).logits)
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    """A checkpoint with only a pickle (pytorch_model.bin) is never unpickled: loading fails clearly."""
+    model = tiny_model("opt")
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(LeantuneError, match="cannot load"):
+        load_model(str(tmp_path), head="causal-lm")
+
+
+def test_resolve_errors(tmp_path):
+    (tmp_path / "file.bin").write_bytes(b"x")
+    with pytest.raises(LeantuneError, match="is a file"):
+        resolve(str(tmp_path / "file.bin"))
+    with pytest.raises(LeantuneError, match="no config.json"):
+        resolve(str(tmp_path))
+    assert resolve("openai-community/gpt2") == "openai-community/gpt2"  # hub ids pass through
