@@ -12,4 +12,4 @@ demo: bootstrap
 	$(PY) -m leantune inspect minilm --spectrum --json runs/inspect-minilm/spectrum.json --plot runs/inspect-minilm/condition.png
 
 test: bootstrap
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider tests
