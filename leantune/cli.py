@@ -37,7 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
     ins.add_argument("--quiet", action="store_true", help="no progress bar")
     ins.set_defaults(func=_cmd_inspect)
+
+    # Each feature room registers its own subcommands (arguments + a function that calls the library).
+    for register in _feature_commands():
+        register(sub)
     return p
+
+
+def _feature_commands():
+    """Subcommand registrars of the feature rooms; each is ``register(subparsers)``."""
+    import importlib
+
+    registrars = []
+    for mod in ("leantune.finetune.commands", "leantune.icl.commands", "leantune.lab.commands"):
+        try:
+            registrars.append(importlib.import_module(mod).register)
+        except ModuleNotFoundError as e:
+            if e.name != mod:  # the room exists but something it imports is missing: say so
+                raise
+    return registrars
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,6 @@
+"""Tasks: loaders (local files or hub), fields, labels, ICL templates and label words."""
+
+from .files import default_data_dir
+from .registry import SPLITS, TASKS, Task, available_splits, carve, get_task, load_split
+
+__all__ = ["SPLITS", "TASKS", "Task", "available_splits", "carve", "default_data_dir", "get_task", "load_split"]
