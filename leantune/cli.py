@@ -53,7 +53,7 @@ def _feature_commands():
         try:
             registrars.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as e:
-            if e.name != mod:  # the room exists but something it imports is missing: say so
+            if not mod.startswith(str(e.name)):  # the room exists but a dependency is missing: say so
                 raise
     return registrars
 
