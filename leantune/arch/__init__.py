@@ -12,12 +12,14 @@ from ..errors import LeantuneError
 from .discover import discover
 from .families import FAMILIES, Family
 from .matrix import LogicalMatrix, is_conv1d
+from .parts import head_modules, head_parameters
 
 ATTN = ("q", "k", "v", "o")
 MLP = ("mlp_in", "mlp_gate", "mlp_out")
 ALL_MATRICES = ATTN + MLP
 
-__all__ = ["ArchMap", "LogicalMatrix", "get_arch", "ATTN", "MLP", "ALL_MATRICES", "FAMILIES", "is_conv1d"]
+__all__ = ["ArchMap", "LogicalMatrix", "get_arch", "ATTN", "MLP", "ALL_MATRICES", "FAMILIES", "is_conv1d",
+           "head_modules", "head_parameters"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -16,7 +16,9 @@ from .layouts import Rows, rows_count
 
 def is_conv1d(module: nn.Module) -> bool:
     """HF's GPT-2-style Conv1D stores its weight transposed: ``[in, out]``, ``y = x @ W + b``."""
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+    # The MRO check also recognises a Conv1D that torch.nn.utils.parametrize has subclassed on the fly
+    # ("ParametrizedConv1D"), as leantune's fused-slice fine-tuning does.
+    return any(c.__name__ == "Conv1D" for c in type(module).__mro__) and hasattr(module, "nf")
 
 
 @dataclass

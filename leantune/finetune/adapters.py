@@ -1,0 +1,265 @@
+"""Trainable parts on chosen logical matrices: full updates, LoRA or DoRA, fused weights included.
+
+One interface for every family: :func:`attach` freezes the model and makes exactly the chosen logical
+matrices (``arch.matrix(layer, "q")`` ...) trainable, whether each is a whole ``nn.Linear`` / ``Conv1D``
+or a slice of a fused QKV projection. This is where leantune goes beyond PEFT, whose LoRA wraps whole
+modules: PEFT can neither restrict an update to the Q and V rows of GPT-2's ``c_attn`` /
+NeoX's ``query_key_value`` nor give Q and V different learning rates.
+
+How each method is realised:
+
+* ``full`` on an unfused matrix: its own weight (and bias) gets ``requires_grad``. No overhead.
+* ``full`` on a fused slice: a ``torch.nn.utils.parametrize`` parametrization holds trainable copies of
+  the chosen rows and rebuilds the fused weight with ``index_copy`` on every forward; the stored fused
+  weight stays frozen (so the K rows are bit-identical by construction). Memory overhead: one extra
+  copy of the chosen rows (e.g. 2/3 of ``c_attn`` for Q+V) plus one transient fused weight per layer
+  kept for backward; compute is the same single GEMM as the original layer.
+* ``lora`` / ``dora``: a small module ``leantune_lora`` attached to the projection and a forward hook
+  that adds ``scale * dropout(x) @ A.T @ B.T`` to the chosen output rows only (``index_add``); DoRA
+  also rescales those rows by ``magnitude / ||W + scale*B@A||`` (norm detached, as PEFT and the DoRA
+  paper do). Biases stay frozen, as with PEFT's ``bias="none"``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..arch import ArchMap, LogicalMatrix, get_arch, head_parameters
+from ..errors import LeantuneError
+from .targets import by_module, target_matrices
+
+
+@dataclass
+class Trained:
+    """One trained tensor: what it is and the parameter that holds it."""
+
+    key: str  # key in the adapter file, e.g. "layers.3.v.lora_A", "head.classifier.weight"
+    group: str  # q | k | v | o | head | all
+    role: str  # weight | bias | lora_A | lora_B | magnitude
+    param: nn.Parameter
+    matrix: LogicalMatrix | None = None
+    transposed: bool = False  # stored [in, out] (Conv1D); the adapter file always holds [out, in]
+
+
+# --- full updates of fused slices ---------------------------------------------------------------------------
+class FusedRows(nn.Module):
+    """Parametrization: the fused tensor with the chosen output rows taken from trainable parameters."""
+
+    def __init__(self, original: torch.Tensor, parts: list[LogicalMatrix], axis: int):
+        super().__init__()
+        self.axis = axis
+        self.names = [p.name for p in parts]
+        self.rows = {}
+        for p in parts:
+            idx = p.row_index().to(original.device)
+            self.register_buffer(f"rows_{p.name}", idx, persistent=False)
+            ax = axis if original.ndim == 2 else 0
+            setattr(self, f"part_{p.name}", nn.Parameter(original.detach().index_select(ax, idx).clone()))
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        ax = self.axis if original.ndim == 2 else 0
+        idx = torch.cat([getattr(self, f"rows_{n}") for n in self.names])
+        values = torch.cat([getattr(self, f"part_{n}") for n in self.names], dim=ax)
+        return original.index_copy(ax, idx, values)  # out of place: gradients reach only `values`
+
+
+# --- LoRA / DoRA on chosen rows -----------------------------------------------------------------------------
+class LoraRows(nn.Module):
+    """LoRA (or DoRA) deltas for some logical parts of one projection; a forward hook adds them."""
+
+    def __init__(self, module: nn.Module, parts: list[LogicalMatrix], rank: int, alpha: float, dropout: float,
+                 dora: bool):
+        super().__init__()
+        self.names = [p.name for p in parts]
+        self.scale = alpha / rank
+        self.dora = dora
+        self.transposed = parts[0].transposed
+        self.whole = len(parts) == 1 and not parts[0].fused  # unfused: add to the whole output, no indexing
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        w = module.weight
+        in_features = parts[0].shape[1]
+        self.lora_A = nn.ParameterDict()
+        self.lora_B = nn.ParameterDict()
+        self.magnitude = nn.ParameterDict()
+        for p in parts:
+            self.register_buffer(f"rows_{p.name}", p.row_index().to(w.device), persistent=False)
+            a = torch.empty(rank, in_features, dtype=w.dtype, device=w.device)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # PEFT's default init; B = 0 so training starts at W
+            self.lora_A[p.name] = nn.Parameter(a)
+            self.lora_B[p.name] = nn.Parameter(torch.zeros(p.shape[0], rank, dtype=w.dtype, device=w.device))
+            if dora:
+                self.magnitude[p.name] = nn.Parameter(p.read().norm(p=2, dim=1).to(w.dtype))
+
+    def rows(self, name: str) -> torch.Tensor:
+        return getattr(self, f"rows_{name}")
+
+    def base_rows(self, weight: torch.Tensor, name: str) -> torch.Tensor:
+        """The frozen [rows, in] matrix of one part."""
+        w = weight.detach()
+        return w.index_select(1, self.rows(name)).T if self.transposed else w.index_select(0, self.rows(name))
+
+    def delta(self, name: str) -> torch.Tensor:
+        return (self.lora_B[name] @ self.lora_A[name]) * self.scale
+
+    def merged_rows(self, weight: torch.Tensor, name: str) -> torch.Tensor:
+        """[rows, in] weight with the adapter folded in (what `merge` writes)."""
+        w = self.base_rows(weight, name) + self.delta(name)
+        if self.dora:
+            w = (self.magnitude[name] / w.norm(p=2, dim=1)).unsqueeze(1) * w
+        return w
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        xd = self.dropout(x)
+        for name in self.names:
+            add = (xd @ self.lora_A[name].T) @ self.lora_B[name].T * self.scale  # (B, T, rows)
+            if self.dora:
+                w0 = self.base_rows(weight, name)
+                norm = (w0 + self.delta(name)).norm(p=2, dim=1).detach()  # detached: DoRA paper sec. 4.3
+                s = self.magnitude[name] / norm
+                if isinstance(self.dropout, nn.Identity):
+                    base = out if self.whole else out.index_select(-1, self.rows(name))
+                    if bias is not None:
+                        base = base - (bias if self.whole else bias.index_select(0, self.rows(name)))
+                else:
+                    base = F.linear(xd, w0)
+                add = (s - 1) * base + s * add
+            out = out + add if self.whole else out.index_add(-1, self.rows(name), add)
+        return out
+
+
+def _lora_hook(module, args, output):
+    return module.leantune_lora(args[0], output, module.weight, module.bias)
+
+
+# --- attaching ----------------------------------------------------------------------------------------------
+class Adapted:
+    """A model with trainable parts attached; knows every trained tensor and how to fold them in."""
+
+    def __init__(self, model: nn.Module, arch: ArchMap, targets: str, method: str, rank: int, alpha: float,
+                 dropout: float):
+        self.model, self.arch = model, arch
+        self.targets, self.method, self.rank, self.alpha, self.dropout = targets, method, rank, alpha, dropout
+        self.trained: list[Trained] = []
+        self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+        self._fused_params: dict[str, list[str]] = {}  # module path -> parametrized tensor names
+        self.merged = False
+
+    @property
+    def num_trainable(self) -> int:
+        return sum(t.param.numel() for t in self.trained)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the trained tensors, matrices as [out, in], contiguous, on CPU."""
+        out = {}
+        for t in self.trained:
+            v = t.param.detach()
+            if t.transposed:
+                v = v.T
+            out[t.key] = v.contiguous().cpu().clone()
+        return out
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        keys = {t.key for t in self.trained}
+        missing, unexpected = sorted(keys - set(tensors)), sorted(set(tensors) - keys)
+        if missing or unexpected:
+            raise LeantuneError(f"adapter does not match the model: missing {missing[:5]}, unexpected "
+                                f"{unexpected[:5]}; was it trained with the same targets/method on this model?")
+        with torch.no_grad():
+            for t in self.trained:
+                v = tensors[t.key]
+                v = v.T if t.transposed else v
+                if tuple(v.shape) != tuple(t.param.shape):
+                    raise LeantuneError(f"adapter tensor {t.key} has shape {tuple(v.shape)}, the model expects "
+                                        f"{tuple(t.param.shape)}")
+                t.param.copy_(v.to(t.param.dtype))
+
+    def merge(self) -> nn.Module:
+        """Fold every trained part into the model's own weights; the model is a plain transformers model again."""
+        if self.merged:
+            return self.model
+        with torch.no_grad():
+            for path, names in self._fused_params.items():
+                module = self.model.get_submodule(path)
+                for n in names:
+                    parametrize.remove_parametrizations(module, n, leave_parametrized=True)
+            for path, handle in self._hooks.items():
+                module = self.model.get_submodule(path)
+                lora: LoraRows = module.leantune_lora
+                news = {m.name: lora.merged_rows(module.weight, m.name) for m in self._parts[path]}
+                handle.remove()
+                del module.leantune_lora
+                for m in self._parts[path]:
+                    m.write(news[m.name])
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.merged = True
+        return self.model
+
+
+def attach(model: nn.Module, targets: str = "qv", method: str = "lora", rank: int = 8, alpha: float = 16.0,
+           dropout: float = 0.0, train_head: bool = True) -> Adapted:
+    """Freeze ``model`` and make the chosen logical matrices (and the task head) trainable."""
+    arch = get_arch(model)
+    ad = Adapted(model, arch, targets, method, rank, alpha, dropout)
+    ad._parts = {}
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    if targets == "all":  # plain full fine-tuning baseline: every parameter, one key per model parameter
+        head = {id(p) for p in head_parameters(model).values()}
+        for name, p in model.named_parameters():
+            p.requires_grad_(True)
+            ad.trained.append(Trained(f"model.{name}", "head" if id(p) in head else "all",
+                                      "bias" if p.ndim < 2 else "weight", p))
+        return ad
+
+    for path, parts in by_module(target_matrices(arch, targets)).items():
+        module = model.get_submodule(path)
+        ad._parts[path] = parts
+        if method == "full":
+            _attach_full(ad, module, path, parts)
+        else:
+            if getattr(module, "leantune_lora", None) is not None:
+                raise LeantuneError(f"{path} already has a leantune adapter attached")
+            module.leantune_lora = LoraRows(module, parts, rank, alpha, dropout, dora=(method == "dora"))
+            ad._hooks[path] = module.register_forward_hook(_lora_hook)
+            for m in parts:
+                pre = f"layers.{m.layer}.{m.name}"
+                ad.trained.append(Trained(f"{pre}.lora_A", m.name, "lora_A", module.leantune_lora.lora_A[m.name], m))
+                ad.trained.append(Trained(f"{pre}.lora_B", m.name, "lora_B", module.leantune_lora.lora_B[m.name], m))
+                if method == "dora":
+                    ad.trained.append(Trained(f"{pre}.magnitude", m.name, "magnitude",
+                                              module.leantune_lora.magnitude[m.name], m))
+    if train_head:
+        for name, p in head_parameters(model).items():
+            p.requires_grad_(True)
+            ad.trained.append(Trained(f"head.{name}", "head", "bias" if p.ndim < 2 else "weight", p))
+    return ad
+
+
+def _attach_full(ad: Adapted, module: nn.Module, path: str, parts: list[LogicalMatrix]) -> None:
+    if not parts[0].fused:  # the whole weight is the logical matrix: train it in place
+        m = parts[0]
+        module.weight.requires_grad_(True)
+        ad.trained.append(Trained(f"layers.{m.layer}.{m.name}.weight", m.name, "weight", module.weight, m,
+                                  transposed=m.transposed))
+        if module.bias is not None:
+            module.bias.requires_grad_(True)
+            ad.trained.append(Trained(f"layers.{m.layer}.{m.name}.bias", m.name, "bias", module.bias, m))
+        return
+    names = ["weight"] + (["bias"] if module.bias is not None else [])
+    for tensor_name in names:
+        original = getattr(module, tensor_name)
+        parametrize.register_parametrization(module, tensor_name, FusedRows(original, parts, parts[0].out_axis))
+        par = module.parametrizations[tensor_name][0]
+        for m in parts:
+            ad.trained.append(Trained(f"layers.{m.layer}.{m.name}.{tensor_name}", m.name, tensor_name,
+                                      getattr(par, f"part_{m.name}"), m,
+                                      transposed=m.transposed and tensor_name == "weight"))
+    ad._fused_params[path] = names
