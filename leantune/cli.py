@@ -58,10 +58,24 @@ def _feature_commands():
     return registrars
 
 
+def _sub_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The part of argv that belongs to ``parser`` (after its subcommand words)."""
+    words = parser.prog.split()[1:]  # e.g. "leantune icl eval" -> ["icl", "eval"]
+    rest = list(argv)
+    for w in words:
+        rest = rest[rest.index(w) + 1:]
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "config", None):
+            from .config import apply_config
+
+            args = apply_config(args.parser, args, _sub_argv(args.parser, argv))
         return args.func(args)
     except LeantuneError as e:
         print(f"leantune: error: {e}", file=sys.stderr)

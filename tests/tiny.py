@@ -61,9 +61,14 @@ TINY_CONFIGS = {
 CAUSAL = [k for k in TINY_CONFIGS if k not in ("bert", "roberta")]
 
 
-def tiny_model(name: str, seed: int = 0, head: str = "auto", attn: str = "eager"):
-    """A tiny random model in eval mode. ``head``: "auto" (causal LM / masked LM), "base" or "seq-cls"."""
+def tiny_model(name: str, seed: int = 0, head: str = "auto", attn: str = "eager", vocab_size: int | None = None):
+    """A tiny random model in eval mode. ``head``: "auto" (causal LM / masked LM), "base" or "seq-cls".
+
+    ``vocab_size=50257`` gives a model that the real GPT-2 tokenizer can drive.
+    """
     config = TINY_CONFIGS[name]()
+    if vocab_size is not None:
+        config.vocab_size = vocab_size
     config._attn_implementation = attn
     torch.manual_seed(seed)
     if head == "base":

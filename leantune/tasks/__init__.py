@@ -1,6 +1,7 @@
 """Tasks: loaders (local files or hub), fields, labels, ICL templates and label words."""
 
 from .files import default_data_dir
+from .taskfile import load_task_file, resolve_task
 from .registry import SPLITS, TASKS, Task, available_splits, carve, get_task, load_split
 
-__all__ = ["SPLITS", "TASKS", "Task", "available_splits", "carve", "default_data_dir", "get_task", "load_split"]
+__all__ = ["SPLITS", "TASKS", "Task", "available_splits", "carve", "default_data_dir", "get_task", "load_split", "load_task_file", "resolve_task"]

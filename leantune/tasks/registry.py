@@ -213,7 +213,7 @@ def get_task(name: str) -> Task:
 
 
 def available_splits(task: Task, data_dir: Path | None) -> tuple[str, ...]:
-    if data_dir is not None and task.local:
+    if task.local and (data_dir is not None or all(Path(s.path).is_absolute() for s in task.local.values())):
         return tuple(s for s in SPLITS if s in task.local)
     return tuple(s for s in SPLITS if task.hub and s in task.hub.splits)
 
@@ -223,12 +223,14 @@ def load_split(task: Task, split: str, data_dir: Path | str | None = "default") 
     if data_dir == "default":
         data_dir = files.default_data_dir()
     data_dir = Path(data_dir) if data_dir is not None else None
+    if task.local and all(Path(s.path).is_absolute() for s in task.local.values()):
+        data_dir = data_dir or Path("/")  # a task file: its own files, wherever the data dir is
     if data_dir is not None and task.local:
         if split not in task.local:
             raise LeantuneError(f"task {task.name} has no local '{split}' split in {data_dir}; "
                                 f"available: {', '.join(task.local)}")
         spec = task.local[split]
-        rows = spec.read(data_dir / spec.path)
+        rows = spec.read(data_dir / spec.path)  # absolute paths (task files) ignore data_dir
         records = [{**spec.convert(r), "idx": i} for i, r in enumerate(rows)]
     else:
         records = _load_hub(task, split)

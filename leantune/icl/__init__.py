@@ -1,0 +1,1 @@
+"""In-context learning: demonstrations, prompts, batched prefix-cached scoring, calibration, evaluation."""

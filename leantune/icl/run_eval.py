@@ -1,0 +1,43 @@
+"""Recipe behind ``leantune icl eval``: load, select examples, (edit), score, write results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..models import gpt2_tokenizer_offline, load_model, load_tokenizer
+from ..runinfo import versions, write_json, write_jsonl
+from ..tasks import resolve_task
+from .evaluator import ICLEvaluator
+from .splits import make_icl_data
+
+
+def tokenizer_for(model_name: str, tokenizer: str | None, trust_remote_code: bool = False):
+    if tokenizer == "gpt2-offline":
+        return gpt2_tokenizer_offline()
+    return load_tokenizer(tokenizer or model_name, trust_remote_code=trust_remote_code)
+
+
+def icl_eval(model: str, task: str, shots: int = 4, n_eval: int | None = None, seed: int = 0,
+             calibrate: bool = False, edit: str | None = None, batch_size: int = 16, out: str | None = None,
+             split: str = "validation", tokenizer: str | None = None, data_dir: str | None = None,
+             dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
+             progress: bool = True) -> dict:
+    config = dict(locals())
+    config.pop("progress")
+    task_obj = resolve_task(task)
+    data = make_icl_data(task_obj, shots, None, n_eval, seed, data_dir or "default", test_split=split)
+    tok = tokenizer_for(model, tokenizer, trust_remote_code)
+    evaluator = ICLEvaluator(tok, task_obj, data.demos, data.test, calibrate=calibrate, batch_size=batch_size)
+    lm = load_model(model, head="causal-lm", dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    edit_info = None
+    if edit:
+        from ..svd.edits import apply_edit_file
+
+        edit_info = apply_edit_file(lm, edit, model)
+    result = evaluator.evaluate(lm, progress=progress)
+    metrics = {**result.metrics, "task": task_obj.name, "shots_per_class": shots, "edit": edit_info,
+               "examples": data.manifest(), "config": config, "versions": versions()}
+    if out:
+        write_json(Path(out) / "metrics.json", metrics)
+        write_jsonl(Path(out) / "predictions.jsonl", result.predictions)
+    return metrics
