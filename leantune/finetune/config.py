@@ -20,8 +20,9 @@ METHODS = ("full", "lora", "dora")
 class FinetuneConfig:
     model: str = "minilm"
     """Hub id, local directory saved with save_pretrained, or alias (minilm)."""
-    task: str = "sst2"
-    """Built-in task (sst2, rte, cb, mrpc, cola, qnli, boolq, emoc, agnews) or a name for --train-file data."""
+    task: str | None = None
+    """Built-in task (sst2, rte, cb, mrpc, cola, qnli, boolq, emoc, agnews; default sst2), or a name for
+    --train-file data (default: the file's stem)."""
     targets: str = "qv"
     """Which attention matrices train: qv | qkv | q | v | k | attn (q,k,v,o) | all (plain full fine-tuning)."""
     method: str = "lora"

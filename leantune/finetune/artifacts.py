@@ -1,0 +1,130 @@
+"""What a fine-tuning run leaves behind, and how to use it again.
+
+``adapter/`` holds only the trained tensors (``adapter.safetensors``; matrices as logical ``[out, in]``
+blocks keyed ``layers.<i>.<q|k|v|o>.<weight|bias|lora_A|lora_B|magnitude>``, head tensors as
+``head.<name>``) and ``leantune_adapter.json`` naming the base model, targets, method and ratios.
+For LoRA on unfused matrices we also write a PEFT-format directory that ``PeftModel.from_pretrained``
+loads. Everything is safetensors + JSON: nothing here is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..arch import head_modules
+from ..errors import LeantuneError
+from .adapters import Adapted, attach
+
+TENSORS = "adapter.safetensors"
+META = "leantune_adapter.json"
+FORMAT = "leantune-adapter/1"
+
+
+def save_adapter(adapted: Adapted, out_dir: str | Path, meta: dict) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(adapted.state_dict(), str(out_dir / TENSORS), metadata={"format": FORMAT})
+    full_meta = {"format": FORMAT, "targets": adapted.targets, "method": adapted.method, "rank": adapted.rank,
+                 "alpha": adapted.alpha, "dropout": adapted.dropout,
+                 "model_type": adapted.model.config.model_type, **meta}
+    (out_dir / META).write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def dir_bytes(path: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def can_export_peft(adapted: Adapted) -> bool:
+    """PEFT wraps whole modules: exportable when every LoRA target is a whole nn.Linear (no fused slice)."""
+    mats = [t.matrix for t in adapted.trained if t.matrix is not None]
+    return adapted.method == "lora" and bool(mats) and all(not m.fused and not m.transposed for m in mats)
+
+
+def export_peft(adapted: Adapted, out_dir: str | Path, base_model: str) -> Path:
+    """A PEFT LoRA adapter (task SEQ_CLS) with the same tensors: same scale alpha/r, head as modules_to_save."""
+    from peft import LoraConfig
+
+    if not can_export_peft(adapted):
+        raise LeantuneError("only LoRA on unfused matrices has a PEFT equivalent (fused slices and DoRA "
+                            "magnitudes on slices do not); use the leantune adapter")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors, targets = {}, []
+    for t in adapted.trained:
+        v = t.param.detach().contiguous().cpu().clone()
+        if t.matrix is not None:
+            targets.append(t.matrix.module_path)
+            tensors[f"base_model.model.{t.matrix.module_path}.{t.role}.weight"] = v
+        else:  # head: PEFT saves modules_to_save under their own names
+            tensors[f"base_model.model.{t.key.removeprefix('head.')}"] = v
+    config = LoraConfig(task_type="SEQ_CLS", r=adapted.rank, lora_alpha=adapted.alpha,
+                        lora_dropout=adapted.dropout, target_modules=sorted(set(targets)),
+                        modules_to_save=sorted(head_modules(adapted.model)), bias="none",
+                        base_model_name_or_path=base_model)
+    config.save_pretrained(str(out_dir))
+    save_file(tensors, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return out_dir
+
+
+def read_meta(adapter_dir: str | Path) -> dict:
+    adapter_dir = Path(adapter_dir)
+    meta_path = adapter_dir / META
+    if not meta_path.is_file() or not (adapter_dir / TENSORS).is_file():
+        hint = " (this looks like a PEFT adapter: load it with PeftModel.from_pretrained)" \
+            if (adapter_dir / "adapter_config.json").is_file() else ""
+        raise LeantuneError(f"{adapter_dir} is not a leantune adapter: it needs {META} and {TENSORS}{hint}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LeantuneError(f"{meta_path} is not valid JSON ({e.msg})") from None
+    if meta.get("format") != FORMAT:
+        raise LeantuneError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {FORMAT}")
+    return meta
+
+
+def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=None):
+    """Base model + adapter, unmerged: returns (model, adapted, meta). ``model`` skips loading the base."""
+    from ..models import load_model
+
+    meta = read_meta(adapter_dir)
+    if model is None:
+        model = load_model(base_model or meta["base_model"], head="seq-cls", num_labels=meta["num_labels"],
+                           dtype="float32", trust_remote_code=meta.get("trust_remote_code", False))
+    if meta.get("pad_token_id") is not None:
+        model.config.pad_token_id = meta["pad_token_id"]
+    adapted = attach(model, meta["targets"], meta["method"], meta["rank"], meta["alpha"], meta["dropout"])
+    adapted.load_state_dict(load_file(str(Path(adapter_dir) / TENSORS)))
+    labels = meta.get("labels")
+    if labels:
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = {v: i for i, v in enumerate(labels)}
+    return model.eval(), adapted, meta
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None) -> Path:
+    """Fold the adapter into its base model and write a dense model with ``save_pretrained``."""
+    from ..models import load_tokenizer
+
+    model, adapted, meta = load_adapter(adapter_dir, base_model)
+    adapted.merge()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))  # safetensors
+    tok_src = meta.get("tokenizer") or base_model or meta["base_model"]
+    if tok_src != "gpt2-offline":
+        try:
+            load_tokenizer(tok_src, meta.get("trust_remote_code", False)).save_pretrained(str(out_dir))
+        except LeantuneError:
+            pass  # a model without a tokenizer of its own (e.g. a random test model) still merges
+    return out_dir
+
+
+@torch.no_grad()
+def predict_logits(model, batch: dict) -> torch.Tensor:
+    model.eval()
+    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits

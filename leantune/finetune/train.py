@@ -1,0 +1,201 @@
+"""The fine-tuning recipe: data -> model -> trainable parts -> Hugging Face Trainer -> outputs.
+
+Training runs on the HF Trainer, so ``accelerate launch`` / ``torchrun`` give data-parallel training
+unchanged (gloo on CPU). leantune supplies only the optimizer (groups from the architecture map, see
+``groups.py``), a NaN/inf guard, a step timer and the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import LeantuneError
+from .adapters import Adapted, attach
+from .artifacts import can_export_peft, dir_bytes, export_peft, save_adapter
+from .config import FinetuneConfig
+from .data import Encoded, compute_metrics, load_data
+from .groups import describe_groups, param_groups
+
+
+def load_tokenizer_for(cfg: FinetuneConfig):
+    from ..models import gpt2_tokenizer_offline, load_tokenizer
+
+    if cfg.tokenizer == "gpt2-offline":
+        tok = gpt2_tokenizer_offline()
+    else:
+        try:
+            tok = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
+        except LeantuneError as e:
+            raise LeantuneError(f"{e}; pass --tokenizer (a hub id, a directory, or gpt2-offline)") from None
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise LeantuneError("the tokenizer has neither a pad nor an eos token; pass --tokenizer")
+        tok.pad_token = tok.eos_token  # decoder-only models: pad with eos, as is usual for classification
+    return tok
+
+
+def versions() -> dict:
+    import accelerate
+    import peft
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "accelerate": accelerate.__version__}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _trainer_classes():
+    from transformers import Trainer, TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Wall time of each optimizer step (forward, backward, optimizer), for step_time_s_median."""
+
+        def __init__(self):
+            self.times: list[float] = []
+            self._t0 = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter() - self._t0)
+
+    class SelectiveTrainer(Trainer):
+        """HF Trainer with leantune's optimizer groups and a stop on non-finite loss."""
+
+        def __init__(self, *args, leantune_groups, **kwargs):
+            self._leantune_groups = leantune_groups
+            super().__init__(*args, **kwargs)
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                self.optimizer = torch.optim.AdamW(self._leantune_groups, lr=self.args.learning_rate,
+                                                   betas=(self.args.adam_beta1, self.args.adam_beta2),
+                                                   eps=self.args.adam_epsilon)
+            return self.optimizer
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not torch.isfinite(loss).all():
+                lrs = ", ".join(f"{g['name']}={g.get('initial_lr', g['lr']):.3g}" for g in self.optimizer.param_groups)
+                raise LeantuneError(f"training stopped: the loss became {loss.item()} at step "
+                                    f"{self.state.global_step + 1}; lower the learning rates ({lrs}) or check "
+                                    "the model weights and data for NaN/inf")
+            return loss
+
+    return StepTimer, SelectiveTrainer
+
+
+def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
+    """Run one fine-tuning job; writes its outputs under ``cfg.out`` (rank 0) and returns metrics.json's dict."""
+    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+
+    from ..models import load_model
+
+    cfg.check()
+    if not cfg.out:
+        raise LeantuneError("--out is required: the directory for metrics.json, adapter/ and curves.png")
+    out = Path(cfg.out)
+    data = load_data(cfg)
+    tokenizer = tokenizer or load_tokenizer_for(cfg)
+    set_seed(cfg.seed)  # the head's init and LoRA A matrices are seeded, identically on every rank
+    if model is None:
+        model = load_model(cfg.model, head="seq-cls", num_labels=len(data.labels), dtype="float32",
+                           trust_remote_code=cfg.trust_remote_code)
+    if model.config.num_labels != len(data.labels):
+        raise LeantuneError(f"the model has {model.config.num_labels} labels, task {data.task} has {len(data.labels)}")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.id2label = dict(enumerate(data.labels))
+    model.config.label2id = {v: i for i, v in enumerate(data.labels)}
+    adapted = attach(model, cfg.targets, cfg.method, cfg.rank, cfg.alpha, cfg.dropout)
+    groups = param_groups(adapted, cfg)
+
+    train_ds = Encoded(data.train, tokenizer, data.text_fields, cfg.max_length)
+    eval_ds = Encoded(data.eval, tokenizer, data.text_fields, cfg.max_length)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    epochs = cfg.epochs if cfg.epochs is not None else (None if cfg.max_steps else 3.0)
+    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * world))
+    total = cfg.max_steps or math.ceil(steps_per_epoch * epochs)
+    eval_every = cfg.eval_every or max(1, total // 5)
+
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"), save_strategy="no", report_to="none", seed=cfg.seed,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup, max_steps=cfg.max_steps or -1, num_train_epochs=epochs or 1.0,
+        eval_strategy="steps", eval_steps=eval_every, logging_steps=cfg.log_every, logging_first_step=True,
+        disable_tqdm=cfg.quiet, bf16=cfg.bf16, dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(), ddp_find_unused_parameters=False,
+        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
+    )
+    StepTimer, SelectiveTrainer = _trainer_classes()
+    timer = StepTimer()
+    n_labels = len(data.labels)
+    trainer = SelectiveTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, callbacks=[timer],
+        compute_metrics=lambda p: compute_metrics(p.predictions.argmax(-1), p.label_ids, data.metric, n_labels),
+        leantune_groups=groups,
+    )
+    t0 = time.perf_counter()
+    result = trainer.train()
+    train_s = time.perf_counter() - t0
+    final = trainer.evaluate()
+
+    metrics = {
+        "task": data.task, "model": cfg.model, "targets": cfg.targets, "method": cfg.method,
+        "trainable_params": adapted.num_trainable,
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "eval": {k.removeprefix("eval_"): v for k, v in final.items()} | {"metric": data.metric},
+        "history": _history(trainer.state.log_history),
+        "train": {"steps": trainer.state.global_step, "epochs": trainer.state.epoch, "world_size": world,
+                  "examples": len(train_ds), "train_loss": result.training_loss, "runtime_s": train_s,
+                  "step_time_s_median": statistics.median(timer.times) if timer.times else None,
+                  "peak_rss_mb": peak_rss_mb()},
+        "optimizer_groups": describe_groups(groups),
+        "data": {"train_size": len(data.train), "eval_size": len(data.eval), "labels": list(data.labels),
+                 "note": data.note, **data.sources},
+        "config": cfg.to_dict(), "versions": versions(), "seed": cfg.seed,
+    }
+    if trainer.is_world_process_zero():
+        write_outputs(adapted, cfg, data, tokenizer, metrics, out)
+    return metrics
+
+
+def _history(log_history: list[dict]) -> dict:
+    train = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in log_history if "loss" in h]
+    evals = [{"step": h["step"], **{k.removeprefix("eval_"): v for k, v in h.items() if k.startswith("eval_")}}
+             for h in log_history if "eval_loss" in h]
+    return {"train": train, "eval": evals}
+
+
+def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metrics: dict, out: Path) -> None:
+    from .plot import plot_curves
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"base_model": cfg.model, "head": "seq-cls", "task": data.task, "labels": list(data.labels),
+            "num_labels": len(data.labels), "text_fields": list(data.text_fields), "max_length": cfg.max_length,
+            "tokenizer": cfg.tokenizer, "pad_token_id": tokenizer.pad_token_id,
+            "trust_remote_code": cfg.trust_remote_code,
+            "lr": cfg.lr, "v_lr_ratio": cfg.v_lr_ratio, "k_lr_ratio": cfg.k_lr_ratio, "head_lr": cfg.head_lr_value,
+            "loraplus_ratio": cfg.loraplus_ratio, "seed": cfg.seed}
+    adapter_dir = save_adapter(adapted, out / "adapter", meta)
+    metrics["artifact_bytes"] = dir_bytes(adapter_dir)
+    metrics["adapter_dir"] = str(adapter_dir)
+    if cfg.export_peft and can_export_peft(adapted):
+        metrics["peft_adapter_dir"] = str(export_peft(adapted, out / "peft_adapter", cfg.model))
+    metrics["curves_png"] = str(plot_curves(metrics["history"], out / "curves.png",
+                                            title=f"{cfg.model} {data.task} {cfg.method}({cfg.targets})"))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
