@@ -138,6 +138,9 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
         eval_strategy="steps", eval_steps=eval_every, logging_steps=cfg.log_every, logging_first_step=True,
         disable_tqdm=cfg.quiet, bf16=cfg.bf16, dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(), ddp_find_unused_parameters=False,
+        # several CPU processes (torchrun / accelerate launch without GPUs): accelerate needs cpu=True to see
+        # MULTI_CPU, and gloo is the CPU backend
+        use_cpu=world > 1 and not torch.cuda.is_available(),
         ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
     )
     StepTimer, SelectiveTrainer = _trainer_classes()
