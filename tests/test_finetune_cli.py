@@ -38,7 +38,7 @@ def test_finetune_writes_metrics_adapter_curves(tiny_run, capsys):
     assert m["seed"] == 3 and m["train"]["steps"] == 6
     assert m["train"]["step_time_s_median"] > 0 and m["train"]["peak_rss_mb"] > 0
     assert set(m["eval"]) >= {"accuracy", "score", "loss"} and m["eval"]["metric"] == "accuracy"
-    assert [h["step"] for h in m["history"]["eval"]] == [3, 6, 6]  # periodic + final
+    assert [h["step"] for h in m["history"]["eval"]] == [3, 6]  # periodic; the final one reused
     assert m["history"]["train"] and all("loss" in h for h in m["history"]["train"])
     assert {"torch", "transformers", "peft"} <= set(m["versions"])
     groups = {g["name"]: g for g in m["optimizer_groups"]}

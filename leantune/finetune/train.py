@@ -155,7 +155,12 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     t0 = time.perf_counter()
     result = trainer.train()
     train_s = time.perf_counter() - t0
-    final = trainer.evaluate()
+    # the periodic evaluation often already ran at the last step: reuse it rather than evaluate twice
+    last = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if last and last[-1]["step"] == trainer.state.global_step:
+        final = {k: v for k, v in last[-1].items() if k.startswith("eval_")}
+    else:
+        final = trainer.evaluate()
 
     metrics = {
         "task": data.task, "model": cfg.model, "targets": cfg.targets, "method": cfg.method,
