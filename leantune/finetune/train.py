@@ -179,6 +179,10 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     }
     if trainer.is_world_process_zero():
         write_outputs(adapted, cfg, data, tokenizer, metrics, out)
+        try:
+            (out / "trainer").rmdir()  # the Trainer's output_dir; nothing is saved there (save_strategy="no")
+        except OSError:
+            pass
     return metrics
 
 
