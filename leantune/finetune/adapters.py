@@ -55,7 +55,6 @@ class FusedRows(nn.Module):
         super().__init__()
         self.axis = axis
         self.names = [p.name for p in parts]
-        self.rows = {}
         for p in parts:
             idx = p.row_index().to(original.device)
             self.register_buffer(f"rows_{p.name}", idx, persistent=False)
@@ -148,6 +147,7 @@ class Adapted:
         self.trained: list[Trained] = []
         self._hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
         self._fused_params: dict[str, list[str]] = {}  # module path -> parametrized tensor names
+        self._parts: dict[str, list[LogicalMatrix]] = {}  # module path -> its targeted logical matrices
         self.merged = False
 
     @property
@@ -207,7 +207,6 @@ def attach(model: nn.Module, targets: str = "qv", method: str = "lora", rank: in
     """Freeze ``model`` and make the chosen logical matrices (and the task head) trainable."""
     arch = get_arch(model)
     ad = Adapted(model, arch, targets, method, rank, alpha, dropout)
-    ad._parts = {}
     for p in model.parameters():
         p.requires_grad_(False)
 
