@@ -78,6 +78,11 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
         raise LeantuneError(f"unknown head '{head}'; choose one of {', '.join(HEADS)}")
     if dtype not in DTYPES:
         raise LeantuneError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    where = resolve(name)
+    from .svd.factorized import is_factorized, load_factorized
+
+    if is_factorized(where):  # written by `leantune icl apply --factorize`
+        return load_factorized(where, dtype=dtype if dtype != "auto" else "auto", device=device)
     config = load_config(name, trust_remote_code)
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]

@@ -54,3 +54,47 @@ def _fmt(c) -> str:
     if isinstance(c, bool):
         return "yes" if c else "no"
     return str(c)
+
+
+def plot_search_heatmap(records: list[dict], modules: list[str], rates: list[float], path, title: str = "",
+                        baseline: float | None = None) -> Path:
+    """Validation accuracy by layer (rows) and clipping rate (columns), one panel per module."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = {}
+    for r in records:
+        if len(r["edits"]) == 1:
+            e = r["edits"][0]
+            cells[(e["module"], e["layer"], e["rate"])] = r["val_accuracy"]
+    layers = sorted({k[1] for k in cells}) or [0]
+    fig, axes = plt.subplots(1, len(modules), figsize=(4.2 * len(modules), 0.45 * len(layers) + 2.2), squeeze=False)
+    for ax, module in zip(axes[0], modules):
+        grid = np.full((len(layers), len(rates)), np.nan)
+        for i, layer in enumerate(layers):
+            for j, rate in enumerate(rates):
+                if rate == 0 and baseline is not None:
+                    grid[i, j] = baseline
+                else:
+                    grid[i, j] = cells.get((module, layer, rate), np.nan)
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        for i in range(len(layers)):
+            for j in range(len(rates)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+        ax.set_xticks(range(len(rates)), [f"{r:g}" for r in rates], rotation=45)
+        ax.set_yticks(range(len(layers)), layers)
+        ax.set_xlabel("clipping rate xi")
+        ax.set_ylabel("layer")
+        ax.set_title(module)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="validation accuracy")
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -126,60 +126,94 @@ class Scores:
     tokens_processed: int
 
 
-@torch.no_grad()
-def score(model, plan: Plan, batch_size: int = 16, progress=None, pad_id: int = 0) -> Scores:
-    """Score every choice of every example of ``plan`` with ``model`` (eval mode, no grad)."""
-    check_context_length(model, plan)
-    device = next(model.parameters()).device
-    kw = _cache_kwarg(model)
-    p = len(plan.prefix_ids)
-    tokens = p
-    prefix_cache = None
-    if p:
-        out = model(torch.tensor([plan.prefix_ids], device=device), use_cache=True, logits_to_keep=1)
-        prefix_cache = _returned_cache(out)
+@dataclass
+class Batch:
+    rows: list[int]
+    ids: torch.Tensor  # (B, W) right-padded suffix tokens (after the shared prefix)
+    mask: torch.Tensor  # (B, P + W) attention mask over prefix + suffix
+    positions: torch.Tensor  # (B, W) absolute positions P .. P + W - 1
+    keep: torch.Tensor  # (B, W) True where the next token is scored (logits_to_keep)
+    tokens: int  # real (unpadded) suffix tokens
 
+
+def make_batches(plan: Plan, batch_size: int, pad_id: int = 0) -> list[Batch]:
+    p = len(plan.prefix_ids)
     order = sorted(range(len(plan.rows)), key=lambda r: -len(plan.rows[r]))  # similar lengths together
-    # row -> position -> target ids read there (choices sharing a row read several ids at one position)
-    row_targets: dict[int, dict[int, set[int]]] = {}
-    for ex in plan.choices:
-        for ref in ex:
-            for pos, t in zip(ref.positions, ref.targets):
-                row_targets.setdefault(ref.row, {}).setdefault(pos, set()).add(t)
-    gathered: dict[int, dict[tuple[int, int], float]] = {}
+    batches = []
     for start in range(0, len(order), batch_size):
-        batch_rows = order[start:start + batch_size]
-        b = len(batch_rows)
-        suffixes = [plan.rows[r][p:] for r in batch_rows]
+        rows = order[start:start + batch_size]
+        b = len(rows)
+        suffixes = [plan.rows[r][p:] for r in rows]
         width = max(len(s) for s in suffixes)
         ids = torch.full((b, width), pad_id, dtype=torch.long)
         mask = torch.zeros((b, p + width), dtype=torch.long)
         mask[:, :p] = 1
         keep = torch.zeros((b, width), dtype=torch.bool)
-        for i, (r, s) in enumerate(zip(batch_rows, suffixes)):
-            ids[i, :len(s)] = torch.tensor(s)
-            mask[i, p:p + len(s)] = 1
+        for i, (r, suf) in enumerate(zip(rows, suffixes)):
+            ids[i, :len(suf)] = torch.tensor(suf)
+            mask[i, p:p + len(suf)] = 1
             keep[i, [pos - p for pos in plan.needed[r]]] = True
         positions = torch.arange(p, p + width).expand(b, width)
-        kwargs = {kw: _expand_cache(prefix_cache, b)} if prefix_cache is not None else {}
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                    use_cache=prefix_cache is not None, logits_to_keep=keep.to(device), **kwargs)
-        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (num kept positions, V), row-major
+        batches.append(Batch(rows, ids, mask, positions, keep, sum(len(s) for s in suffixes)))
+    return batches
+
+
+class Collector:
+    """Turns the kept log-probs of each batch into per-example, per-choice sums."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        # row -> position -> target ids read there (choices sharing a row read several ids at one position)
+        self.targets: dict[int, dict[int, set[int]]] = {}
+        for ex in plan.choices:
+            for ref in ex:
+                for pos, t in zip(ref.positions, ref.targets):
+                    self.targets.setdefault(ref.row, {}).setdefault(pos, set()).add(t)
+        self.got: dict[int, dict[tuple[int, int], float]] = {}
+
+    def add(self, batch: Batch, logits: torch.Tensor) -> None:
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (kept positions, V), row-major over the batch
         k = 0
-        for r in batch_rows:
-            targets = row_targets[r]
-            got = gathered.setdefault(r, {})
-            for pos in plan.needed[r]:
-                for t in targets[pos]:
+        for r in batch.rows:
+            got = self.got.setdefault(r, {})
+            for pos in self.plan.needed[r]:
+                for t in self.targets[r][pos]:
                     got[(pos, t)] = float(logp[k, t])
                 k += 1
-        tokens += sum(len(s) for s in suffixes)
-        if progress is not None:
-            progress.update(b)
 
-    logprobs, lengths = [], []
-    for ex in plan.choices:
-        logprobs.append([sum(gathered[ref.row][(pos, t)] for pos, t in zip(ref.positions, ref.targets))
-                         for ref in ex])
-        lengths.append([len(ref.targets) for ref in ex])
-    return Scores(logprobs, lengths, tokens)
+    def scores(self, tokens: int) -> "Scores":
+        logprobs, lengths = [], []
+        for ex in self.plan.choices:
+            logprobs.append([sum(self.got[ref.row][(pos, t)] for pos, t in zip(ref.positions, ref.targets))
+                             for ref in ex])
+            lengths.append([len(ref.targets) for ref in ex])
+        return Scores(logprobs, lengths, tokens)
+
+
+def forward_batch(model, batch: Batch, cache, device):
+    """One batch of queries on top of ``cache`` (the prefix's, or None); logits only where kept."""
+    kwargs = {_cache_kwarg(model): _expand_cache(cache, len(batch.rows))} if cache is not None else {}
+    return model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device),
+                 position_ids=batch.positions.to(device), use_cache=cache is not None,
+                 logits_to_keep=batch.keep.to(device), **kwargs).logits
+
+
+def forward_prefix(model, plan: Plan, device, **kwargs):
+    out = model(torch.tensor([plan.prefix_ids], device=device), use_cache=True, logits_to_keep=1, **kwargs)
+    return _returned_cache(out)
+
+
+@torch.no_grad()
+def score(model, plan: Plan, batch_size: int = 16, progress=None, batches: list[Batch] | None = None) -> Scores:
+    """Score every choice of every example of ``plan`` with ``model`` (eval mode, no grad)."""
+    check_context_length(model, plan)
+    device = next(model.parameters()).device
+    cache = forward_prefix(model, plan, device) if plan.prefix_ids else None
+    collector = Collector(plan)
+    tokens = len(plan.prefix_ids)
+    for batch in batches or make_batches(plan, batch_size):
+        collector.add(batch, forward_batch(model, batch, cache, device))
+        tokens += batch.tokens
+        if progress is not None:
+            progress.update(len(batch.rows))
+    return collector.scores(tokens)

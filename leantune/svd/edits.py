@@ -1,0 +1,132 @@
+"""SVD edits: which matrices of which layers are replaced by which rank, applied and restored exactly.
+
+An edit file (``edit.json``) records the base model, the edits and the SVD dtype, so that
+``leantune icl eval --edit`` and ``leantune icl apply`` reproduce exactly what the search chose.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..arch import ATTN, MLP, ArchMap, get_arch
+from ..errors import LeantuneError
+from .lowrank import SVDCache, check_rate, rank_for, write_low_rank
+
+GROUPS = {"attn": ATTN, "mlp": MLP, "all": ATTN + MLP}
+
+
+def module_matrices(arch: ArchMap, module: str) -> tuple[str, ...]:
+    """Logical matrices of a module group (attn, mlp, all) or a single logical matrix (q, mlp_in, ...)."""
+    if module in GROUPS:
+        return tuple(n for n in GROUPS[module] if n in arch.names)
+    if module in arch.names:
+        return (module,)
+    raise LeantuneError(f"module '{module}' is unknown for {arch.family.name}; use attn, mlp, all or one of "
+                        f"{', '.join(arch.names)}")
+
+
+@dataclass(frozen=True)
+class Edit:
+    layer: int
+    module: str  # group or single logical matrix
+    rate: float
+
+    @property
+    def key(self) -> str:
+        return f"L{self.layer}:{self.module}:{self.rate:g}"
+
+
+@contextmanager
+def edited(arch: ArchMap, edits: list[Edit], cache: SVDCache):
+    """Apply ``edits`` for the duration of the block, then restore the original weights bit for bit."""
+    saved = []
+    try:
+        for e in edits:
+            if e.rate == 0:
+                continue
+            for name in module_matrices(arch, e.module):
+                m = arch.matrix(e.layer, name)
+                saved.append((m, m.read()))
+                write_low_rank(m, cache, e.rate)
+        yield
+    finally:
+        for m, w in reversed(saved):
+            m.write(w)
+
+
+def apply_edits(arch: ArchMap, edits: list[Edit], cache: SVDCache) -> list[dict]:
+    """Apply permanently; returns what was done, per logical matrix."""
+    done = []
+    for e in edits:
+        check_rate(e.rate)
+        arch.check_layer(e.layer)
+        if e.rate == 0:
+            continue
+        for name in module_matrices(arch, e.module):
+            m = arch.matrix(e.layer, name)
+            r = write_low_rank(m, cache, e.rate)
+            done.append({"layer": e.layer, "matrix": name, "rate": e.rate, "rank": r, "shape": list(m.shape)})
+    return done
+
+
+def model_identity(model, model_name: str | None = None) -> dict:
+    cfg = model.config
+    return {"name": model_name or getattr(cfg, "_name_or_path", ""), "model_type": cfg.model_type,
+            "revision": getattr(cfg, "_commit_hash", None), "num_layers": get_arch(model).num_layers,
+            "hidden_size": getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None)}
+
+
+def edit_record(model, model_name: str, edits: list[Edit], svd_dtype: str) -> dict:
+    arch = get_arch(model)
+    matrices = []
+    for e in edits:
+        if e.rate == 0:
+            continue
+        for name in module_matrices(arch, e.module):
+            shape = arch.matrix(e.layer, name).shape
+            matrices.append({"layer": e.layer, "matrix": name, "rate": e.rate, "rank": rank_for(e.rate, shape),
+                             "shape": list(shape)})
+    return {"format": "leantune-svd-edit/1", "base_model": model_identity(model, model_name),
+            "edits": [asdict(e) for e in edits], "matrices": matrices, "svd_dtype": svd_dtype}
+
+
+def read_edit_file(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise LeantuneError(f"edit file {path} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise LeantuneError(f"edit file {path} is not valid JSON ({e.msg})") from None
+    if data.get("format") != "leantune-svd-edit/1":
+        raise LeantuneError(f"{path} is not a leantune edit file (written by `leantune icl search`)")
+    return data
+
+
+def check_edit_fits(model, data: dict, path: str) -> None:
+    base = data["base_model"]
+    here = model_identity(model)
+    for key in ("model_type", "num_layers", "hidden_size"):
+        if base.get(key) != here.get(key):
+            raise LeantuneError(f"edit file {path} was made for {base.get('name')} ({key}={base.get(key)}), but this "
+                                f"model has {key}={here.get(key)}; use the edit with the model it was searched on")
+    arch = get_arch(model)
+    for m in data["matrices"]:
+        if m["matrix"] not in arch.names or m["layer"] >= arch.num_layers or \
+                list(arch.matrix(m["layer"], m["matrix"]).shape) != m["shape"]:
+            raise LeantuneError(f"edit file {path}: layer {m['layer']} {m['matrix']} {m['shape']} does not exist "
+                                "in this model; use the edit with the model it was searched on")
+
+
+def apply_edit_file(model, path: str, model_name: str | None = None) -> dict:
+    data = read_edit_file(path)
+    check_edit_fits(model, data, path)
+    arch = get_arch(model)
+    dtype = getattr(torch, data.get("svd_dtype", "float32"))
+    done = apply_edits(arch, [Edit(**e) for e in data["edits"]], SVDCache(arch, dtype))
+    return {"file": str(path), "edits": data["edits"], "matrices": done}

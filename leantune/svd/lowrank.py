@@ -1,0 +1,58 @@
+"""Exact SVD, computed once per (layer, matrix), sliced for every clipping rate.
+
+rank(xi) = max(1, floor((1 - xi) * min(m, n))) — the SVD paper's rule, with rank >= 1 so that
+xi = 0.995 on a small matrix still keeps one direction. xi = 0 means "no edit" and never touches
+the weights (so it is bit-identical to the original, not a float reconstruction of it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..arch import ArchMap, LogicalMatrix
+from ..errors import LeantuneError
+
+
+def rank_for(rate: float, shape: tuple[int, int]) -> int:
+    check_rate(rate)
+    return max(1, math.floor((1 - rate) * min(shape)))
+
+
+def check_rate(rate: float) -> float:
+    if not 0 <= rate < 1:
+        raise LeantuneError(f"clipping rate {rate} is outside [0, 1); use e.g. 0, 0.5, 0.9, 0.995")
+    return rate
+
+
+class SVDCache:
+    """U, S, Vh of each requested logical matrix (of the *original* weights), in ``dtype``."""
+
+    def __init__(self, arch: ArchMap, dtype: torch.dtype = torch.float32):
+        self.arch, self.dtype = arch, dtype
+        self._svd: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def factors(self, layer: int, name: str):
+        key = (layer, name)
+        if key not in self._svd:
+            w = self.arch.matrix(layer, name).read()  # on the model's device
+            self._svd[key] = torch.linalg.svd(w.to(self.dtype), full_matrices=False)
+        return self._svd[key]
+
+    def truncated(self, layer: int, name: str, rate: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Rank-r factors (A = U_r * S_r, B = Vh_r) with W_r = A @ B; both in the SVD dtype."""
+        u, s, vh = self.factors(layer, name)
+        r = rank_for(rate, (u.shape[0], vh.shape[1]))
+        return u[:, :r] * s[:r], vh[:r], r
+
+    def low_rank(self, layer: int, name: str, rate: float) -> torch.Tensor:
+        a, b, _ = self.truncated(layer, name, rate)
+        return a @ b
+
+
+def write_low_rank(m: LogicalMatrix, cache: SVDCache, rate: float) -> int:
+    """Replace ``m`` by its rank-r approximation (cast back to the weight's dtype); returns r."""
+    a, b, r = cache.truncated(m.layer, m.name, rate)
+    m.write((a @ b).to(m.weight.dtype))
+    return r

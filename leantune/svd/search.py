@@ -1,0 +1,161 @@
+"""The SVD search engine: evaluate candidate edits on validation, journaled, resumable, shardable.
+
+Each candidate is a list of :class:`Edit` (one for paper/grid, the kept ones plus one for greedy).
+The evaluator is anything with ``evaluate(model, runner=...)`` (ICL accuracy, or a classifier's);
+for ICL evaluators a :class:`LayerReuseRunner` makes a candidate at layer l run only layers l..L.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..arch import ArchMap
+from .edits import Edit, edited
+from .journal import Journal
+from .lowrank import SVDCache
+from .reuse import LayerReuseRunner
+from .strategies import grid_candidates, paper_choice, tie_key
+
+BASELINE = "baseline"
+
+
+def candidate_key(edits: list[Edit]) -> str:
+    live = [e for e in edits if e.rate > 0]
+    return "+".join(e.key for e in live) if live else BASELINE
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    def mine(self, i: int) -> bool:
+        return i % self.world == self.rank
+
+    def gather(self, recs: dict) -> dict:
+        if self.world == 1:
+            return recs
+        import torch.distributed as dist
+
+        parts = [None] * self.world
+        dist.all_gather_object(parts, recs)
+        merged = {}
+        for p in parts:
+            merged.update(p)
+        return merged
+
+
+@dataclass
+class SearchState:
+    results: dict[str, dict] = field(default_factory=dict)  # key -> journal record
+    evaluated_now: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+class Search:
+    def __init__(self, model, arch: ArchMap, evaluator, cache: SVDCache, journal: Journal, modules: list[str],
+                 dist: Dist | None = None, progress: bool = True):
+        self.model, self.arch, self.evaluator, self.cache = model, arch, evaluator, cache
+        self.journal, self.modules = journal, modules
+        self.dist = dist or Dist()
+        self.progress = progress
+        self.state = SearchState(results=journal.read_all())
+        self.runner: LayerReuseRunner | None = None
+
+    # --- evaluation of one candidate -------------------------------------------------------
+    def prepare_reuse(self, layers: set[int]) -> None:
+        plan = getattr(self.evaluator, "plan", None)
+        if plan is not None:  # ICL evaluators: record what enters each candidate layer, once
+            self.runner = LayerReuseRunner(self.model, self.arch, plan, self.evaluator.batch_size, layers)
+            self.runner.record_baseline()
+
+    def _evaluate(self, edits: list[Edit]) -> dict:
+        t0 = time.perf_counter()
+        live = [e for e in edits if e.rate > 0]
+        runner = None
+        if self.runner is not None and live:
+            runner = self.runner.runner_from(min(e.layer for e in live))
+        elif self.runner is not None:
+            runner = lambda model, plan, bs, bar=None: self.runner.baseline  # noqa: E731 (already computed)
+        with edited(self.arch, live, self.cache):
+            res = self.evaluator.evaluate(self.model, runner=runner)
+        m = res.metrics
+        rec = {"key": candidate_key(edits), "edits": [asdict(e) for e in live], "val_accuracy": m["accuracy"],
+               "val_correct": m["correct"], "n_val": m["n"], "tokens_processed": m["tokens_processed"],
+               "seconds": time.perf_counter() - t0}
+        if "acc_norm" in m:
+            rec["val_acc_norm"] = m["acc_norm"]
+        return rec
+
+    def run_candidates(self, candidates: list[list[Edit]], bar=None) -> dict[str, dict]:
+        """Evaluate (this rank's share of) ``candidates`` not yet journaled; return all their records."""
+        mine = {}
+        for i, edits in enumerate(candidates):
+            key = candidate_key(edits)
+            if key in self.state.results or key in mine:
+                rec = self.state.results.get(key) or mine[key]
+            elif not self.dist.mine(i):
+                continue
+            else:
+                rec = self._evaluate(edits)
+                self.journal.append(rec)
+                self.state.evaluated_now += 1
+                self.state.tokens += rec["tokens_processed"]
+                self.state.seconds += rec["seconds"]
+            mine[key] = rec
+            if bar is not None:
+                bar.update(1)
+        merged = self.dist.gather(mine)
+        self.state.results.update(merged)
+        return {candidate_key(c): self.state.results[candidate_key(c)] for c in candidates}
+
+    def best(self, candidates: list[list[Edit]]) -> list[Edit]:
+        def key(c):
+            return tie_key([e for e in c if e.rate > 0], self.state.results[candidate_key(c)]["val_accuracy"],
+                           self.modules)
+        return max(candidates, key=key)
+
+    # --- strategies ---------------------------------------------------------------------
+    def grid(self, layers, rates) -> tuple[list[Edit], list[list[Edit]]]:
+        cands = [[]] + grid_candidates(layers, self.modules, rates)
+        self.prepare_reuse({e.layer for c in cands for e in c})
+        with self._bar(len(cands)) as bar:
+            self.run_candidates(cands, bar)
+        return self.best(cands), cands
+
+    def paper(self, layers, rates, top_k: int) -> tuple[list[Edit], list[list[Edit]], dict]:
+        chosen, cands, info = {}, [[]], {}
+        for module in self.modules:
+            layer, conds = paper_choice(self.cache, layers, module, top_k)
+            chosen[module] = layer
+            info[module] = {"chosen_layer": layer, "top_k": top_k, "condition_numbers": conds}
+            cands += [[Edit(layer, module, r)] for r in rates]
+        self.prepare_reuse(set(chosen.values()))
+        with self._bar(len(cands)) as bar:
+            self.run_candidates(cands, bar)
+        return self.best(cands), cands, info
+
+    def greedy(self, layers, rates) -> tuple[list[Edit], list[list[Edit]]]:
+        live_rates = [r for r in rates if r > 0]
+        self.prepare_reuse(set(layers))
+        kept: list[Edit] = []
+        all_cands = [[]]
+        with self._bar(1 + len(layers) * len(self.modules) * len(live_rates)) as bar:
+            self.run_candidates([[]], bar)
+            current = self.state.results[BASELINE]["val_accuracy"]
+            for layer in sorted(layers, reverse=True):  # deepest first: kept edits stay above the next layer
+                step = [kept + [Edit(layer, m, r)] for m in self.modules for r in live_rates]
+                all_cands += step
+                self.run_candidates(step, bar)
+                top = self.best(step)
+                acc = self.state.results[candidate_key(top)]["val_accuracy"]
+                if acc > current:
+                    kept, current = top, acc
+        return kept, all_cands
+
+    def _bar(self, total: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc="svd search", unit="cand", disable=not self.progress or self.dist.rank != 0)

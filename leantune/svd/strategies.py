@@ -1,0 +1,92 @@
+"""Candidate generation for the SVD search.
+
+* ``grid``: every (layer, module, rate).
+* ``paper``: the SVD paper's Algorithm 1 — per module, rank the layers by 2-norm condition number
+  (the largest over the module's matrices), take the top-k and use the one with the largest index;
+  then a grid over the rates at that layer.
+* ``greedy``: LASER-style composition from the deepest layer down; at each layer try every (module,
+  rate) on top of the edits kept so far and keep the best one only if validation accuracy improves.
+
+Choice and tie-breaking (all strategies): the highest validation accuracy wins; on a tie the
+unedited model wins (an edit must strictly improve), then the larger rate (more compression), then
+the deeper layer, then the module listed first in ``--modules``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import LeantuneError
+from .edits import Edit, module_matrices
+from .lowrank import SVDCache, check_rate
+
+STRATEGIES = ("paper", "grid", "greedy")
+
+
+def parse_layers(spec: str | None, num_layers: int) -> list[int]:
+    """``all`` | ``last4`` | ``8-11`` | ``8:12`` | ``0,3,-1`` (negatives count from the end)."""
+    spec = (spec or "all").strip()
+    if spec == "all":
+        return list(range(num_layers))
+    m = re.fullmatch(r"last(\d+)", spec)
+    if m:
+        k = int(m.group(1))
+        if not 1 <= k <= num_layers:
+            raise LeantuneError(f"--layers {spec}: the model has {num_layers} layers")
+        return list(range(num_layers - k, num_layers))
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        rng = re.fullmatch(r"(\d+)-(\d+)", part)
+        sl = re.fullmatch(r"(-?\d*):(-?\d*)", part)
+        if rng:
+            out += list(range(int(rng.group(1)), int(rng.group(2)) + 1))
+        elif sl:
+            a, b = (int(x) if x else None for x in sl.groups())
+            out += list(range(num_layers))[a:b]
+        elif re.fullmatch(r"-?\d+", part):
+            out.append(int(part))
+        else:
+            raise LeantuneError(f"--layers {spec!r} is not a layer spec; use all, last4, 8-11, 8:12 or 0,3,-1")
+    layers = []
+    for layer in out:
+        if not -num_layers <= layer < num_layers:
+            raise LeantuneError(f"layer {layer} is out of range: the model has {num_layers} layers "
+                                f"(0..{num_layers - 1})")
+        layers.append(layer % num_layers)
+    return sorted(set(layers))
+
+
+def check_grid(arch, modules: list[str], rates: list[float]) -> None:
+    for m in modules:
+        module_matrices(arch, m)
+    for r in rates:
+        check_rate(r)
+
+
+def grid_candidates(layers: list[int], modules: list[str], rates: list[float]) -> list[list[Edit]]:
+    return [[Edit(layer, m, r)] for layer in layers for m in modules for r in rates]
+
+
+def condition_numbers(cache: SVDCache, layers: list[int], module: str) -> dict[int, float]:
+    arch = cache.arch
+    out = {}
+    for layer in layers:
+        conds = []
+        for name in module_matrices(arch, module):
+            s = cache.factors(layer, name)[1]
+            conds.append(float("inf") if float(s[-1]) == 0 else float(s[0] / s[-1]))
+        out[layer] = max(conds)
+    return out
+
+
+def paper_choice(cache: SVDCache, layers: list[int], module: str, top_k: int) -> tuple[int, dict[int, float]]:
+    conds = condition_numbers(cache, layers, module)
+    top = sorted(conds, key=lambda layer: (-conds[layer], -layer))[:top_k]
+    return max(top), conds
+
+
+def tie_key(edits: list[Edit], acc: float, modules: list[str]):
+    if not edits or all(e.rate == 0 for e in edits):
+        return (acc, 1, 0.0, 0, 0)
+    last = edits[-1]
+    return (acc, 0, last.rate, last.layer, -modules.index(last.module) if last.module in modules else 0)
