@@ -84,7 +84,7 @@ class Search:
         m = res.metrics
         rec = {"key": candidate_key(edits), "edits": [asdict(e) for e in live], "val_accuracy": m["accuracy"],
                "val_correct": m["correct"], "n_val": m["n"], "tokens_processed": m["tokens_processed"],
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "val_predictions": [p["pred"] for p in res.predictions]}
         if "acc_norm" in m:
             rec["val_acc_norm"] = m["acc_norm"]
         return rec

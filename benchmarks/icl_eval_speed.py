@@ -1,0 +1,116 @@
+"""ICL evaluation speed: leantune vs lm-evaluation-harness vs the seed paper's loop, side by side.
+
+GPT-2-small-shaped random model (12 layers, 768 wide, 12 heads) with the real GPT-2 tokenizer;
+SST-2 from ../shared/data, 10-shot (5 per class, fixed by seed), 200 examples of the dev split.
+All three score the same prompts; we report wall seconds, accuracy and prediction agreement.
+
+    .venv/bin/python benchmarks/icl_eval_speed.py [--n 200] [--shots 5] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from common import gpt2_small_random, machine, save
+from seed_baseline import seed_predict
+
+from leantune.icl.evaluator import ICLEvaluator, build_prefix
+from leantune.icl.splits import make_icl_data
+from leantune.models import gpt2_tokenizer_offline
+from leantune.tasks import get_task
+
+
+def run_lm_eval(model_dir: Path, task, data, shots_total: int, batch_size: int, work: Path):
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    for name, rows in (("demos", data.demos), ("test", data.test)):
+        with open(work / f"{name}.jsonl", "w") as f:
+            for r in rows:
+                f.write(json.dumps({"sentence": r["sentence"], "label": r["label"], "idx": r["idx"]}) + "\n")
+    (work / "tasks").mkdir(exist_ok=True)
+    (work / "tasks" / "bench_sst2.yaml").write_text(f"""
+task: bench_sst2
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    train: {work / 'demos.jsonl'}
+    test: {work / 'test.jsonl'}
+test_split: test
+fewshot_split: train
+fewshot_config:
+  sampler: first_n
+output_type: multiple_choice
+doc_to_text: {json.dumps(task.template.replace('{sentence}', '{{sentence}}'))}
+doc_to_choice: {json.dumps(list(task.label_words))}
+doc_to_target: label
+target_delimiter: " "
+fewshot_delimiter: "\\n\\n"
+metric_list:
+  - metric: acc
+""")
+    t0 = time.perf_counter()
+    res = simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=["bench_sst2"],
+                          num_fewshot=shots_total, batch_size=batch_size, device="cpu",
+                          task_manager=TaskManager(include_path=str(work / "tasks")), log_samples=True)
+    seconds = time.perf_counter() - t0
+    preds = {s["doc"]["idx"]: int(max(range(2), key=lambda j: s["filtered_resps"][j][0]))
+             for s in res["samples"]["bench_sst2"]}
+    return seconds, res["results"]["bench_sst2"]["acc,none"], preds
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--shots", type=int, default=5, help="per class")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    task = get_task("sst2")
+    tok = gpt2_tokenizer_offline()
+    model = gpt2_small_random()
+    data = make_icl_data(task, args.shots, None, args.n, args.seed)
+    out = {"machine": machine(), "setup": {"model": "gpt2-small-shaped random (12x768, 12 heads)",
+                                           "task": "sst2 (../shared/data, dev split)", "n": args.n,
+                                           "shots_per_class": args.shots, "batch_size": args.batch_size}}
+
+    t0 = time.perf_counter()
+    ev = ICLEvaluator(tok, task, data.demos, data.test, batch_size=args.batch_size)
+    res = ev.evaluate(model)
+    ours_s = time.perf_counter() - t0
+    ours = {r["idx"]: r["pred"] for r in res.predictions}
+    out["leantune"] = {"seconds": ours_s, "accuracy": res.metrics["accuracy"],
+                       "tokens_processed": res.metrics["tokens_processed"], "prefix_tokens": len(ev.plan.prefix_ids)}
+    print("leantune", out["leantune"], flush=True)
+
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        model.save_pretrained(work / "model")
+        tok.save_pretrained(work / "model")
+        le_s, le_acc, le_preds = run_lm_eval(work / "model", task, data, 2 * args.shots, args.batch_size, work)
+    out["lm_eval"] = {"seconds": le_s, "accuracy": le_acc,
+                      "agreement_with_leantune": sum(le_preds[i] == ours[i] for i in ours) / len(ours)}
+    print("lm_eval", out["lm_eval"], flush=True)
+
+    prefix = build_prefix(task, data.demos)
+    t0 = time.perf_counter()
+    seed_preds = seed_predict(model, tok, prefix, [task.render_context(r) for r in data.test], list(task.label_words))
+    seed_s = time.perf_counter() - t0
+    labels = [r["label"] for r in data.test]
+    out["seed_loop"] = {"seconds": seed_s, "accuracy": sum(p == y for p, y in zip(seed_preds, labels)) / len(labels),
+                        "agreement_with_leantune": sum(p == ours[r["idx"]] for p, r in zip(seed_preds, data.test))
+                        / len(labels)}
+    out["speedup_vs_lm_eval"] = le_s / ours_s
+    out["speedup_vs_seed_loop"] = seed_s / ours_s
+    print("seed", out["seed_loop"], flush=True)
+    print(f"speedup: {out['speedup_vs_lm_eval']:.1f}x vs lm_eval, {out['speedup_vs_seed_loop']:.1f}x vs seed loop")
+    print("wrote", save("icl_eval_speed", out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""SVD search speed: `leantune icl search` vs a faithful re-implementation of the seed paper's loop.
+
+Setup (both sides): GPT-2-small-shaped random model (12 layers, 768 wide, 12 heads) with the real GPT-2
+tokenizer; SST-2 from ../shared/data, 10-shot (5 per class), 200 validation examples carved from train;
+64 candidates = {mlp, attn} x last 4 layers x the paper's 8 rates.
+
+* leantune: `icl_search(strategy="grid")` on all 64 candidates (timed: the search itself).
+* seed loop (BASELINE, benchmarks/seed_baseline.py): per candidate, `svd_lowrank(niter=2)` of every
+  matrix of the module, then batch-1 full-forward scoring of every example with full-vocabulary
+  log-softmax at every position. Its cost per candidate does not depend on layer or rate, so it runs on
+  a subset (both modules, 2 layers, rates 0 / 0.9 / 0.995 ...) and its mean time per candidate is
+  extrapolated to 64 (reported as such). For the prediction comparison the subset is scored with the
+  exact SVD (`torch.linalg.svd`); the timed cost per candidate is the randomized SVD's time plus that
+  scoring time, since scoring cost does not depend on which SVD produced the weights. The seed code's
+  in-place compounding of edits is *not* reproduced: each candidate starts from the original weights.
+
+    .venv/bin/python benchmarks/icl_search_speed.py [--subset 8] [--n-val 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import gpt2_small_random, machine, save
+from seed_baseline import seed_low_rank, seed_predict
+
+from leantune.arch import get_arch
+from leantune.icl.evaluator import build_prefix
+from leantune.icl.splits import make_icl_data
+from leantune.models import gpt2_tokenizer_offline
+from leantune.svd.edits import module_matrices
+from leantune.svd.run_search import PAPER_RATES, icl_search
+from leantune.tasks import get_task
+
+SUBSET = [(8, "mlp", 0.0), (8, "attn", 0.995), (11, "mlp", 0.995), (11, "attn", 0.0), (8, "mlp", 0.9),
+          (11, "attn", 0.5), (9, "mlp", 0.99), (10, "attn", 0.75)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--subset", type=int, default=8, help="baseline candidates actually run (>= 8)")
+    ap.add_argument("--n-val", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    task = get_task("sst2")
+    tok = gpt2_tokenizer_offline()
+    model = gpt2_small_random()
+    out = {"machine": machine(), "setup": {"model": "gpt2-small-shaped random (12x768, 12 heads)", "task": "sst2",
+                                           "shots_per_class": 5, "n_val": args.n_val, "candidates": 64,
+                                           "layers": [8, 9, 10, 11], "modules": ["mlp", "attn"],
+                                           "rates": list(PAPER_RATES)}}
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(Path(d) / "m")
+        tok.save_pretrained(Path(d) / "m")
+        t0 = time.perf_counter()
+        s = icl_search(str(Path(d) / "m"), "sst2", strategy="grid", modules="mlp,attn", layers="last4",
+                       rates=list(PAPER_RATES), shots=5, n_val=args.n_val, n_test=20, seed=args.seed,
+                       batch_size=16, out=str(Path(d) / "search"), progress=False)
+        wall = time.perf_counter() - t0
+        journal = {json.loads(x)["key"]: json.loads(x)
+                   for x in (Path(d) / "search" / "candidates.jsonl").read_text().splitlines()}
+    out["leantune"] = {"search_seconds": s["seconds"]["search_this_run"], "wall_seconds_incl_load_and_test": wall,
+                       "evaluations": s["candidates"]["evaluated_this_run"],
+                       "tokens_processed": s["tokens_processed"]["search_this_run"],
+                       "note": "the 8 rate-0 candidates are the unedited model: scored once (the baseline)"}
+    print("leantune", out["leantune"], flush=True)
+
+    # the seed loop, on the same demonstrations and validation examples
+    data = make_icl_data(task, 5, args.n_val, 20, args.seed)
+    prefix = build_prefix(task, data.demos)
+    contexts = [task.render_context(r) for r in data.val]
+    labels = [r["label"] for r in data.val]
+    arch = get_arch(model)
+    rows = []
+    for layer, module, rate in SUBSET[:args.subset]:
+        originals = [(m, m.read()) for m in (arch.matrix(layer, n) for n in module_matrices(arch, module))]
+        t_svd = time.perf_counter()
+        if rate > 0:
+            for m, w in originals:
+                seed_low_rank(w, rate, exact=False)  # timed: what the seed code computes per candidate
+        t_svd = time.perf_counter() - t_svd
+        if rate > 0:
+            for m, w in originals:
+                m.write(seed_low_rank(w, rate, exact=True).to(w.dtype))  # scored: exact SVD for comparison
+        t_eval = time.perf_counter()
+        preds = seed_predict(model, tok, prefix, contexts, list(task.label_words))
+        t_eval = time.perf_counter() - t_eval
+        for m, w in originals:
+            m.write(w)
+        key = f"L{layer}:{module}:{rate:g}" if rate > 0 else "baseline"
+        ours = journal[key]["val_predictions"]
+        acc = sum(p == y for p, y in zip(preds, labels)) / len(labels)
+        rows.append({"layer": layer, "module": module, "rate": rate, "seconds": t_svd + t_eval,
+                     "svd_lowrank_seconds": t_svd, "accuracy": acc, "leantune_accuracy": journal[key]["val_accuracy"],
+                     "prediction_agreement": sum(a == b for a, b in zip(preds, ours)) / len(ours)})
+        print("seed", rows[-1], flush=True)
+    per_cand = sum(r["seconds"] for r in rows) / len(rows)
+    out["seed_loop"] = {"candidates_run": rows, "mean_seconds_per_candidate": per_cand,
+                        "extrapolated_seconds_for_64": per_cand * 64}
+    out["speedup_total_time"] = per_cand * 64 / out["leantune"]["search_seconds"]
+    out["min_prediction_agreement"] = min(r["prediction_agreement"] for r in rows)
+    out["max_accuracy_gap_points"] = max(abs(r["accuracy"] - r["leantune_accuracy"]) * 100 for r in rows)
+    print(f"speedup {out['speedup_total_time']:.1f}x (seed loop extrapolated to 64 candidates)")
+    print("wrote", save("icl_search_speed", out))
+
+
+if __name__ == "__main__":
+    main()
