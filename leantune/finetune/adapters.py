@@ -77,6 +77,7 @@ class LoraRows(nn.Module):
         super().__init__()
         self.names = [p.name for p in parts]
         self.scale = alpha / rank
+        self.rank = rank
         self.dora = dora
         self.transposed = parts[0].transposed
         self.whole = len(parts) == 1 and not parts[0].fused  # unfused: add to the whole output, no indexing
@@ -94,6 +95,7 @@ class LoraRows(nn.Module):
             self.lora_B[p.name] = nn.Parameter(torch.zeros(p.shape[0], rank, dtype=w.dtype, device=w.device))
             if dora:
                 self.magnitude[p.name] = nn.Parameter(p.read().norm(p=2, dim=1).to(w.dtype))
+        self.register_buffer("all_rows", torch.cat([self.rows(n) for n in self.names]), persistent=False)
 
     def rows(self, name: str) -> torch.Tensor:
         return getattr(self, f"rows_{name}")
@@ -115,8 +117,12 @@ class LoraRows(nn.Module):
 
     def forward(self, x: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
         xd = self.dropout(x)
-        for name in self.names:
-            add = (xd @ self.lora_A[name].T) @ self.lora_B[name].T * self.scale  # (B, T, rows)
+        # one GEMM for the A matrices of all parts, one index_add for all their rows (fewer passes over `out`)
+        a = self.lora_A[self.names[0]] if len(self.names) == 1 else torch.cat([self.lora_A[n] for n in self.names])
+        xa = xd @ a.T  # (B, T, parts * r)
+        adds = []
+        for i, name in enumerate(self.names):
+            add = xa[..., i * self.rank:(i + 1) * self.rank] @ self.lora_B[name].T * self.scale  # (B, T, rows)
             if self.dora:
                 w0 = self.base_rows(weight, name)
                 norm = (w0 + self.delta(name)).norm(p=2, dim=1).detach()  # detached: DoRA paper sec. 4.3
@@ -128,8 +134,10 @@ class LoraRows(nn.Module):
                 else:
                     base = F.linear(xd, w0)
                 add = (s - 1) * base + s * add
-            out = out + add if self.whole else out.index_add(-1, self.rows(name), add)
-        return out
+            adds.append(add)
+        if self.whole:
+            return out + adds[0]
+        return out.index_add(-1, self.all_rows, adds[0] if len(adds) == 1 else torch.cat(adds, dim=-1))
 
 
 def _lora_hook(module, args, output):
