@@ -153,20 +153,26 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="*", default=["sst2"], choices=["sst2", "rte", "mrpc"])
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=120, help="equal optimizer-step budget of every run")
+    ap.add_argument("--steps", type=int, default=100, help="equal optimizer-step budget of every run")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--lr-full-ft", nargs="*", type=float, default=[5e-5, 2e-4])
     ap.add_argument("--lr-full", nargs="*", type=float, default=[1e-4, 5e-4])
     ap.add_argument("--lr-lora", nargs="*", type=float, default=[5e-4, 2e-3])
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 1 by default because on a shared 2-core machine a second torch thread "
+                         "that shares a core with another job stalls every parallel region (seen here: several times slower)")
     ap.add_argument("--summary-only", action="store_true", help="print the table from the saved runs")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     sys.path.insert(0, str(ROOT))
+    import torch
+
+    torch.set_num_threads(a.threads)
 
     res = load_results()
-    settings = {"model": "minilm", "steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length,
+    settings = {"model": "minilm", "threads": a.threads, "steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length,
                 "rank": 8, "alpha": 16, "dropout": 0.05, "warmup": 0.06, "scheduler": "linear",
                 "head_lr": "= lr", "lr_candidates": {"full_ft": a.lr_full_ft, "full": a.lr_full, "lora": a.lr_lora}}
     if not a.summary_only:
@@ -175,7 +181,6 @@ def main() -> None:
             for seed in a.seeds:
                 for config in a.configs:
                     run(res, task, config, res["chosen_lr"][CONFIGS[config][3]], seed, a)
-    import torch
 
     res.update(settings=settings, command="nice -n 5 flock /tmp/leantune-bench.lock .venv/bin/python "
                f"benchmarks/finetune_glue.py {' '.join(sys.argv[1:])}".strip(),

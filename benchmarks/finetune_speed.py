@@ -7,9 +7,12 @@ random model (12 layers, 768 wide, GPT-2 vocabulary; batch 8, length 128, median
 For GPT-2 a PEFT user can only target the whole fused ``c_attn`` (PEFT cannot restrict LoRA to its
 Q and V rows), so "PEFT LoRA(q,v)" there is LoRA on all of ``c_attn``; the JSON says so.
 
-Each (model, config) runs in a fresh subprocess so that its peak RSS (``ru_maxrss``) is its own.
-A step = forward + backward + optimizer step + zero_grad on fixed random tokens; warm-up steps are
-not timed. Writes ``benchmarks/results/finetune_speed.json``.
+Step time: the five configs of a model live in one process and take their steps round-robin
+(config 1 step, config 2 step, ..., repeat), so load from other jobs on this shared machine falls on all
+configs alike and the ratios stay fair. A step = forward + backward + optimizer step + zero_grad on fixed
+random tokens; warm-up rounds are not timed. Peak memory: each (model, config) also runs alone in a fresh
+subprocess for a few steps so that its peak RSS (``ru_maxrss``) is its own.
+Writes ``benchmarks/results/finetune_speed.json``.
 
     nice -n 5 flock /tmp/leantune-bench.lock .venv/bin/python benchmarks/finetune_speed.py
 """
@@ -56,24 +59,23 @@ def build_model(name: str):
     return tf.GPT2ForSequenceClassification(config), 50257, ["c_attn"]
 
 
-def run_one(model_name: str, config: str) -> dict:
+def setup(model_name: str, config: str):
+    """(model, optimizer, info) for one config, in train mode."""
     import torch
 
     from leantune.finetune.adapters import attach
     from leantune.finetune.config import FinetuneConfig
     from leantune.finetune.groups import param_groups
 
-    spec = MODELS[model_name]
     model, vocab, peft_targets = build_model(model_name)
-    extra = {}
+    info = {"vocab": vocab}
     if config == "peft_lora_qv":
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=RANK, lora_alpha=ALPHA, lora_dropout=DROPOUT,
                                                  target_modules=peft_targets))
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=LR)
-        extra["peft_target_modules"] = peft_targets
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
+        info["peft_target_modules"] = peft_targets
     else:
         targets, method = {"full_ft": ("all", "full"), "full_qkv": ("qkv", "full"), "full_qv": ("qv", "full"),
                            "lora_qv": ("qv", "lora")}[config]
@@ -81,53 +83,96 @@ def run_one(model_name: str, config: str) -> dict:
                              v_lr_ratio=4.0)
         ad = attach(model, targets, method, RANK, ALPHA, DROPOUT)
         opt = torch.optim.AdamW(param_groups(ad, cfg))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return model.train(), opt, info
+
+
+def batch(model_name: str, vocab: int):
+    import torch
+
+    spec = MODELS[model_name]
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1000, vocab - 1, (spec["batch"], spec["length"]), generator=g)
-    y = torch.randint(0, 2, (spec["batch"],), generator=g)
-    mask = torch.ones_like(x)
-    model.train()
-    rss_loaded = rss_mb()
-    times = []
-    for step in range(spec["warmup"] + spec["steps"]):
-        t0 = time.perf_counter()
-        loss = model(input_ids=x, attention_mask=mask, labels=y).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step >= spec["warmup"]:
-            times.append(time.perf_counter() - t0)
-    return {"model": model_name, "config": config, "batch": spec["batch"], "length": spec["length"],
-            "timed_steps": len(times), "step_time_s_median": statistics.median(times), "step_times_s": times,
-            "trainable_params": trainable, "rss_after_setup_mb": rss_loaded, "peak_rss_mb": rss_mb(),
-            "torch_threads": torch.get_num_threads(), **extra}
+    return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": torch.randint(0, 2, (spec["batch"],),
+                                                                                         generator=g)}
+
+
+def step(model, opt, inputs) -> float:
+    t0 = time.perf_counter()
+    model(**inputs).loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def memory_one(model_name: str, config: str, steps: int = 3) -> dict:
+    """Run alone (fresh process): peak RSS after a few steps (optimizer state allocated by step 1)."""
+    model, opt, info = setup(model_name, config)
+    inputs = batch(model_name, info["vocab"])
+    rss_setup = rss_mb()
+    for _ in range(steps):
+        step(model, opt, inputs)
+    return {"rss_after_setup_mb": rss_setup, "peak_rss_mb": rss_mb(), "trainable_params": info["trainable_params"],
+            **{k: v for k, v in info.items() if k == "peft_target_modules"}}
+
+
+def time_interleaved(model_name: str, configs: list[str]) -> dict:
+    import torch
+
+    spec = MODELS[model_name]
+    runs = {c: setup(model_name, c) for c in configs}
+    inputs = batch(model_name, runs[configs[0]][2]["vocab"])
+    times = {c: [] for c in configs}
+    for r in range(spec["warmup"] + spec["steps"]):
+        for c in configs:
+            model, opt, _ = runs[c]
+            t = step(model, opt, inputs)
+            if r >= spec["warmup"]:
+                times[c].append(t)
+        print(f"    round {r + 1}/{spec['warmup'] + spec['steps']}: "
+              + ", ".join(f"{c} {times[c][-1] if times[c] else t:.2f}s" for c in configs), flush=True)
+    return {c: {"step_time_s_median": statistics.median(ts), "step_times_s": ts, "timed_steps": len(ts),
+                "torch_threads": torch.get_num_threads()} for c, ts in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--configs", nargs="*", default=CONFIGS)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
-        print("RESULT " + json.dumps(run_one(*args.child)), flush=True)
+        print("RESULT " + json.dumps(memory_one(*args.child)), flush=True)
         return
 
     import peft
-    import torch
     import transformers
 
     results = []
     for model_name in args.models:
+        mem = {}
         for config in args.configs:
-            print(f"[{datetime.datetime.now():%H:%M:%S}] {model_name} {config} ...", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--child", model_name, config], capture_output=True,
+            print(f"[{datetime.datetime.now():%H:%M:%S}] {model_name} {config}: peak memory alone ...", flush=True)
+            threads = ["--threads", str(args.threads)] if args.threads else []
+            proc = subprocess.run([sys.executable, __file__, "--child", model_name, config, *threads],
+                                  capture_output=True,
                                   text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
                 raise SystemExit(f"{model_name} {config} failed:\n{proc.stderr[-3000:]}")
-            r = json.loads(line[0][len("RESULT "):])
-            print(f"    step {r['step_time_s_median']:.3f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+            mem[config] = json.loads(line[0][len("RESULT "):])
+            print(f"    peak RSS {mem[config]['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"[{datetime.datetime.now():%H:%M:%S}] {model_name}: step times, configs interleaved ...", flush=True)
+        timing = time_interleaved(model_name, args.configs)
+        for config in args.configs:
+            r = {"model": model_name, "config": config, "batch": MODELS[model_name]["batch"],
+                 "length": MODELS[model_name]["length"], **timing[config], **mem[config]}
+            print(f"    {config}: step {r['step_time_s_median']:.3f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"trainable {r['trainable_params']:,}", flush=True)
             results.append(r)
 
@@ -144,12 +189,13 @@ def main() -> None:
             checks[f"{m}: our LoRA(QV) / PEFT LoRA peak RSS <= 1"] = {"value": mem, "met": mem <= 1.0}
     report = {
         "benchmark": "finetune_speed",
-        "command": "nice -n 5 flock /tmp/leantune-bench.lock .venv/bin/python benchmarks/finetune_speed.py",
+        "command": "nice -n 5 flock /tmp/leantune-bench.lock .venv/bin/python benchmarks/finetune_speed.py "
+                   + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "note": "2-core machine shared with another engineer's jobs"},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-        "settings": {"lr": LR, "rank": RANK, "alpha": ALPHA, "dropout": DROPOUT, "models": MODELS},
+        "settings": {"torch_threads": torch.get_num_threads(), "lr": LR, "rank": RANK, "alpha": ALPHA, "dropout": DROPOUT, "models": MODELS},
         "results": results, "checks": checks,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
