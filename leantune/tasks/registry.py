@@ -52,6 +52,12 @@ class Task:
     context: Callable[[dict], str] | None = None  # multiple choice: context of a record
 
     @property
+    def self_contained(self) -> bool:
+        """True for task files (absolute paths) and generated tasks ("<...>"): no data dir involved."""
+        return bool(self.local) and all(Path(s.path).is_absolute() or s.path.startswith("<")
+                                        for s in self.local.values())
+
+    @property
     def num_labels(self) -> int:
         return len(self.labels)
 
@@ -207,13 +213,20 @@ _register(Task(
 
 
 def get_task(name: str) -> Task:
+    if name.startswith("lab:") or name == "lab":  # generated lab instances: lab:0, lab:1, ...
+        from ..lab.synthetic import lab_task
+
+        try:
+            return lab_task(int(name.split(":", 1)[1]) if ":" in name else 0)
+        except ValueError:
+            raise LeantuneError(f"unknown task '{name}'; lab tasks are lab:N with N an integer") from None
     if name not in TASKS:
         raise LeantuneError(f"unknown task '{name}'; known tasks: {', '.join(TASKS)} (or pass a task file)")
     return TASKS[name]
 
 
 def available_splits(task: Task, data_dir: Path | None) -> tuple[str, ...]:
-    if task.local and (data_dir is not None or all(Path(s.path).is_absolute() for s in task.local.values())):
+    if task.local and (data_dir is not None or task.self_contained):
         return tuple(s for s in SPLITS if s in task.local)
     return tuple(s for s in SPLITS if task.hub and s in task.hub.splits)
 
@@ -223,8 +236,8 @@ def load_split(task: Task, split: str, data_dir: Path | str | None = "default") 
     if data_dir == "default":
         data_dir = files.default_data_dir()
     data_dir = Path(data_dir) if data_dir is not None else None
-    if task.local and all(Path(s.path).is_absolute() for s in task.local.values()):
-        data_dir = data_dir or Path("/")  # a task file: its own files, wherever the data dir is
+    if task.self_contained:
+        data_dir = data_dir or Path("/")  # its own files (or generated records), wherever the data dir is
     if data_dir is not None and task.local:
         if split not in task.local:
             raise LeantuneError(f"task {task.name} has no local '{split}' split in {data_dir}; "

@@ -1,0 +1,114 @@
+"""`leantune demo`: both methods, offline, on this machine, ending with a report folder.
+
+(a) Train less: MiniLM (real weights) fine-tuned on SST-2 with LoRA(QKV) lambda=1 and LoRA(QV) lambda=4
+    for the same short budget; a table of dev accuracy, trainable parameters, artifact bytes, seconds.
+(b) Keep less: the SVD ICL search (grid over layers x {mlp, attn} x the paper's rates) on the lab
+    model (``lab-icl``) for a held-out lab task; validation and test accuracy before and after.
+(c) A report folder: ``report.md``, the PNG plots and the JSON results.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from .report import format_table
+
+FT_CONFIGS = (("LoRA(QKV) lambda=1", "qkv", 1.0), ("LoRA(QV) lambda=4", "qv", 4.0))
+
+
+def _finetune_part(out: Path, quick: bool, progress: bool) -> list[dict]:
+    from .finetune.config import build_config
+    from .finetune.train import finetune
+
+    rows = []
+    for label, targets, lam in FT_CONFIGS:
+        run = out / "finetune" / targets
+        cfg = build_config(model="minilm", task="sst2", targets=targets, method="lora", rank=8, alpha=16,
+                           lr=5e-4, v_lr_ratio=lam, max_steps=8 if quick else 300, batch_size=16 if quick else 32,
+                           max_length=32 if quick else 64, seed=0, out=str(run), eval_every=4 if quick else 100)
+        t0 = time.perf_counter()
+        m = finetune(cfg)
+        rows.append({"config": label, "targets": targets, "lambda": lam, "dev_accuracy": m["eval"].get("accuracy"),
+                     "trainable_params": m["trainable_params"], "artifact_bytes": m["artifact_bytes"],
+                     "seconds": time.perf_counter() - t0, "steps": m["train"]["steps"], "run": str(run)})
+        if progress:
+            print(f"  {label}: dev accuracy {rows[-1]['dev_accuracy']:.4f}", flush=True)
+    return rows
+
+
+def _svd_part(out: Path, quick: bool, progress: bool) -> dict:
+    from .svd.run_search import PAPER_RATES, icl_search
+
+    return icl_search("lab-icl", "lab:0", strategy="grid", modules="mlp,attn", layers="all",
+                      rates=(0.0, 0.5, 0.9) if quick else PAPER_RATES, shots=2, n_val=40, n_test=None, seed=0,
+                      batch_size=64, out=str(out / "svd_search"), progress=progress)
+
+
+def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True) -> Path:
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)  # the demo always shows a fresh run
+    out.mkdir(parents=True)
+    t0 = time.perf_counter()
+    if progress:
+        print("(a) train less: MiniLM on SST-2, LoRA(QKV) lambda=1 vs LoRA(QV) lambda=4", flush=True)
+    ft = _finetune_part(out, quick, progress)
+    if progress:
+        print("(b) keep less: SVD search for ICL on the lab model (lab-icl), task lab:0", flush=True)
+    svd = _svd_part(out, quick, progress)
+    seconds = time.perf_counter() - t0
+    results = {"finetune": ft, "svd_search": svd, "seconds": seconds, "quick": quick}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    for row in ft:  # the curves next to the report
+        src = Path(row["run"]) / "curves.png"
+        if src.exists():
+            shutil.copy(src, out / f"finetune_{row['targets']}_curves.png")
+    shutil.copy(out / "svd_search" / "heatmap.png", out / "svd_heatmap.png")
+    report = out / "report.md"
+    report.write_text(_markdown(ft, svd, seconds, quick))
+    if progress:
+        print(report.read_text())
+    return report
+
+
+def _markdown(ft: list[dict], svd: dict, seconds: float, quick: bool) -> str:
+    ft_table = format_table(["config", "dev accuracy", "trainable params", "artifact bytes", "steps", "seconds"],
+                            [[r["config"], r["dev_accuracy"], r["trainable_params"], r["artifact_bytes"], r["steps"],
+                              round(r["seconds"], 1)] for r in ft])
+    edits = ", ".join(f"layer {e['layer']} {e['module']} xi={e['rate']:g}" for e in svd["chosen_edits"]) or \
+        "none (no edit beat the unedited model on validation)"
+    svd_table = format_table(["split", "n", "before", "after"],
+                             [["validation", svd["validation"]["n"], svd["validation"]["before"],
+                               svd["validation"]["after"]],
+                              ["test", svd["test"]["n"], svd["test"]["before"], svd["test"]["after"]]])
+    quick_note = "\n**Quick mode**: tiny budgets, numbers are a smoke test only.\n" if quick else ""
+    return f"""# leantune demo report
+{quick_note}
+Total time: {seconds:.0f} s, offline, CPU.
+
+## (a) Train less: MiniLM on SST-2 (equal budgets)
+
+```
+{ft_table}
+```
+
+Curves: `finetune_qkv_curves.png`, `finetune_qv_curves.png`; full metrics in `finetune/*/metrics.json`.
+
+## (b) Keep less: SVD search for in-context learning on the lab model
+
+Model `lab-icl`, task `lab:0` (a held-out label assignment), {svd['config']['shots']} demonstrations per class,
+grid over every layer x {{mlp, attn}} x rates {svd['config']['rates']}.
+
+Chosen edit: {edits}
+
+```
+{svd_table}
+```
+
+![validation accuracy by layer and rate](svd_heatmap.png)
+
+Everything: `svd_search/summary.json`, `svd_search/edit.json`, `svd_search/candidates.jsonl`.
+"""

@@ -1,0 +1,133 @@
+"""`leantune lab train`: train the lab model (a small Llama) on the synthetic ICL family, deterministically.
+
+Loss is taken on label tokens only (the predictions the family is about). The checkpoint (HF format,
+safetensors), its tokenizer, the training config and the shots report go to ``out``; the committed
+copy lives in ``leantune/lab/checkpoint`` and loads by the alias ``lab-icl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..runinfo import versions, write_json
+from .synthetic import training_sequence
+from .tokenizer import build_tokenizer
+
+CHECKPOINT = Path(__file__).parent / "checkpoint"
+
+
+@dataclass
+class LabTrainConfig:
+    seed: int = 0
+    layers: int = 4
+    hidden: int = 128
+    heads: int = 4
+    intermediate: int = 384
+    steps: int = 3000
+    batch_size: int = 48
+    lr: float = 3e-3
+    warmup: int = 150
+    weight_decay: float = 0.05
+    max_items: int = 16  # x = label items per training sequence (4..max_items)
+    threads: int = 2  # fixed so that the run is reproducible on a given machine
+
+
+def model_config(cfg: LabTrainConfig, vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+                       num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+                       intermediate_size=cfg.intermediate, max_position_embeddings=256, tie_word_embeddings=True,
+                       bos_token_id=1, eos_token_id=1, pad_token_id=0, rms_norm_eps=1e-5)
+
+
+def _batch(tok, rng: random.Random, cfg: LabTrainConfig):
+    seqs = [training_sequence(rng, cfg.max_items) for _ in range(cfg.batch_size)]
+    width = max(len(w) for w, _ in seqs)
+    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (words, targets) in enumerate(seqs):
+        row = tok.convert_tokens_to_ids(words)
+        ids[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+        for t in targets:
+            labels[i, t] = row[t]  # HF shifts: position t-1 predicts token t
+    return ids, mask, labels
+
+
+def _quick_icl(model, tok, instances: int = 8, shots: int = 4) -> float:
+    from ..icl.evaluator import ICLEvaluator
+    from ..icl.splits import make_icl_data
+    from ..tasks import get_task
+
+    accs = []
+    for i in range(instances):
+        task = get_task(f"lab:{i}")
+        data = make_icl_data(task, shots, None, None, seed=i)
+        accs.append(ICLEvaluator(tok, task, data.demos, data.test, batch_size=32).evaluate(model).metrics["accuracy"])
+    return sum(accs) / len(accs)
+
+
+def train(cfg: LabTrainConfig, out: str | Path, progress: bool = True, eval_instances: int = 48,
+          monitor: int = 0) -> dict:
+    from tqdm.auto import tqdm
+    from transformers import LlamaForCausalLM
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    tok = build_tokenizer()
+    model = LlamaForCausalLM(model_config(cfg, len(tok)))
+    model.config._attn_implementation = "sdpa"
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 *
+                                              (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    history = []
+    t0 = time.perf_counter()
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="lab train", disable=not progress)
+    ema = None
+    for step in bar:
+        ids, mask, labels = _batch(tok, rng, cfg)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        value = loss.item()
+        ema = value if ema is None else 0.98 * ema + 0.02 * value
+        if step % 100 == 0 or step == cfg.steps - 1:
+            history.append({"step": step, "loss": value, "loss_ema": ema})
+            bar.set_postfix(loss=f"{ema:.3f}")
+        if monitor and (step + 1) % monitor == 0:
+            model.eval()
+            history[-1]["icl_4shot_8inst"] = _quick_icl(model, tok)
+            model.train()
+            if not progress:
+                print(f"step {step + 1}: loss_ema {ema:.3f} icl(4-shot, 8 instances) {history[-1]['icl_4shot_8inst']:.3f}",
+                      flush=True)
+    model.eval()
+    seconds = time.perf_counter() - t0
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    from .report import shots_table
+
+    table = shots_table(str(out), instances=eval_instances, progress=progress)
+    report = {"config": asdict(cfg), "train_seconds": seconds, "history": history, "shots": table,
+              "eval_instances": eval_instances, "versions": versions()}
+    write_json(out / "lab_train.json", report)
+    return report

@@ -1,0 +1,83 @@
+"""The lab: synthetic generator, tokenizer, a shortened training run, the demo smoke path."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from leantune.lab.synthetic import (CLUSTERS_PER_CLASS, WORDS_PER_CLUSTER, draw_assignment, lab_task,
+                                    training_sequence)
+from leantune.lab.tokenizer import build_tokenizer
+from leantune.tasks import load_split
+
+
+def _cluster(w: str) -> int:
+    return int(w[1:3])
+
+
+def test_labels_vary_per_sequence_and_follow_clusters():
+    rng = random.Random(0)
+    mappings = set()
+    for _ in range(300):
+        words, targets = training_sequence(rng)
+        mapping = {}
+        for t in targets:
+            x, label = words[t - 2], words[t]
+            assert words[t - 1] == "="
+            assert mapping.setdefault(_cluster(x), label) == label  # one label per cluster within a sequence
+        mappings.add(tuple(sorted(mapping.items())))
+    assert len(mappings) > 250  # a fresh mapping nearly every sequence: nothing fixed to memorize
+    # every label word is used for many different clusters across sequences
+    by_label = {}
+    for m in mappings:
+        for c, lab in m:
+            by_label.setdefault(lab, set()).add(c)
+    assert all(len(cs) >= 8 for cs in by_label.values())
+
+
+def test_held_out_assignments_never_train():
+    rng = random.Random(1)
+    train = {draw_assignment(rng, held_out=False).combo() for _ in range(2000)}
+    for i in range(50):
+        task = lab_task(i)
+        assert task.name == f"lab:{i}"
+    held = {draw_assignment(random.Random(10_000 + i), held_out=True).combo() for i in range(50)}
+    assert not train & held
+
+
+def test_instance_splits_are_disjoint_and_balanced():
+    task = lab_task(7)
+    splits = {s: load_split(task, s) for s in ("train", "validation", "test")}
+    words = {s: {r["x"] for r in rows} for s, rows in splits.items()}
+    assert not words["train"] & words["validation"] and not words["train"] & words["test"]
+    assert not words["validation"] & words["test"]
+    half = WORDS_PER_CLUSTER // 2
+    assert len(splits["train"]) == 2 * CLUSTERS_PER_CLASS * half
+    for s, rows in splits.items():
+        assert sum(r["label"] for r in rows) * 2 == len(rows)  # balanced classes
+        for r in rows:  # every query shares a cluster with training (demonstration) words of its class
+            assert any(_cluster(w) == _cluster(r["x"]) for w in words["train"])
+    assert len(set(task.label_words)) == 2
+
+
+def test_tokenizer_round_trips_and_prompt_joins():
+    tok = build_tokenizer()
+    ids = tok("w0101 = red\n\nw0203 =").input_ids
+    assert tok.convert_ids_to_tokens(ids) == ["<s>", "w0101", "=", "red", "w0203", "="]
+    assert tok("x").input_ids[1] == tok.unk_token_id
+
+
+def test_short_training_run_is_deterministic(tmp_path):
+    from leantune.lab.train import LabTrainConfig, train
+
+    cfg = LabTrainConfig(steps=6, batch_size=8, layers=2, hidden=32, heads=2, intermediate=64, threads=1)
+    a = train(cfg, tmp_path / "a", progress=False, eval_instances=2)
+    b = train(cfg, tmp_path / "b", progress=False, eval_instances=2)
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    assert a["shots"] == b["shots"] and [r["shots_per_class"] for r in a["shots"]] == [0, 1, 2, 4, 8]
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert json.loads((tmp_path / "a" / "lab_train.json").read_text())["config"]["steps"] == 6
