@@ -176,9 +176,14 @@ def main() -> None:
                   f"trainable {r['trainable_params']:,}", flush=True)
             results.append(r)
 
+    # merge with earlier runs of other models (e.g. `--models minilm` now, `--models gpt2-small-random` later)
+    if OUT.is_file():
+        done = {(r["model"], r["config"]) for r in results}
+        earlier = json.loads(OUT.read_text(encoding="utf-8")).get("results", [])
+        results = [r for r in earlier if (r["model"], r["config"]) not in done] + results
     by = {(r["model"], r["config"]): r for r in results}
     checks = {}
-    for m in args.models:
+    for m in sorted({r["model"] for r in results}):
         if (m, "full_qv") in by and (m, "full_ft") in by:
             ratio = by[m, "full_qv"]["step_time_s_median"] / by[m, "full_ft"]["step_time_s_median"]
             checks[f"{m}: full(QV) / full FT step time <= 0.8"] = {"value": ratio, "met": ratio <= 0.8}
