@@ -171,7 +171,10 @@ def main() -> None:
         timing = time_interleaved(model_name, args.configs)
         for config in args.configs:
             r = {"model": model_name, "config": config, "batch": MODELS[model_name]["batch"],
-                 "length": MODELS[model_name]["length"], **timing[config], **mem[config]}
+                 "length": MODELS[model_name]["length"], **timing[config], **mem[config],
+                 "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "command": "nice -n 5 flock /tmp/leantune-bench.lock .venv/bin/python benchmarks/finetune_speed.py "
+                            + " ".join(sys.argv[1:])}
             print(f"    {config}: step {r['step_time_s_median']:.3f} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
                   f"trainable {r['trainable_params']:,}", flush=True)
             results.append(r)
