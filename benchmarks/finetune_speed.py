@@ -135,11 +135,23 @@ def time_interleaved(model_name: str, configs: list[str]) -> dict:
                 "torch_threads": torch.get_num_threads()} for c, ts in times.items()}
 
 
+def markdown(report: dict) -> str:
+    lines = ["| model | config | trainable params | step time median (s) | timed steps | peak RSS (MB) |",
+             "|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        lines.append(f"| {r['model']} | {r['config']} | {r['trainable_params']:,} | {r['step_time_s_median']:.3f} | "
+                     f"{r['timed_steps']} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", "| check | value | met |", "|---|---|---|"]
+    lines += [f"| {k} | {v['value']:.3f} | {'yes' if v['met'] else 'NO'} |" for k, v in report["checks"].items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--configs", nargs="*", default=CONFIGS)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--summary-only", action="store_true", help="print the saved results as markdown")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
@@ -148,6 +160,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.child:
         print("RESULT " + json.dumps(memory_one(*args.child)), flush=True)
+        return
+    if args.summary_only:
+        print(markdown(json.loads(OUT.read_text(encoding="utf-8"))))
         return
 
     import peft
