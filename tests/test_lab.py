@@ -23,8 +23,8 @@ def test_labels_vary_per_sequence_and_follow_clusters():
         words, targets = training_sequence(rng)
         mapping = {}
         for t in targets:
-            x, label = words[t - 2], words[t]
-            assert words[t - 1] == "="
+            x, label = words[t - 1], words[t]
+            assert x.startswith("w")
             assert mapping.setdefault(_cluster(x), label) == label  # one label per cluster within a sequence
         mappings.add(tuple(sorted(mapping.items())))
     assert len(mappings) > 250  # a fresh mapping nearly every sequence: nothing fixed to memorize
@@ -63,8 +63,8 @@ def test_instance_splits_are_disjoint_and_balanced():
 
 def test_tokenizer_round_trips_and_prompt_joins():
     tok = build_tokenizer()
-    ids = tok("w0101 = red\n\nw0203 =").input_ids
-    assert tok.convert_ids_to_tokens(ids) == ["<s>", "w0101", "=", "red", "w0203", "="]
+    ids = tok("w0101 red\n\nw0203").input_ids
+    assert tok.convert_ids_to_tokens(ids) == ["<s>", "w0101", "red", "w0203"]
     assert tok("x").input_ids[1] == tok.unk_token_id
 
 

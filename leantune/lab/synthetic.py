@@ -13,7 +13,7 @@ random. So
 Assignments are split once and for all: those whose (cluster pair, label pair) falls in
 ``held_out()`` never appear in training and are the only ones used for evaluation.
 
-Each instance is an ordinary :class:`~leantune.tasks.Task` (template ``"{x} ="``, its label words,
+Each instance is an ordinary :class:`~leantune.tasks.Task` (template ``"{x}"``, its label words,
 train/validation/test splits of records), so every ICL tool runs on it unchanged.
 """
 
@@ -29,7 +29,7 @@ WORDS_PER_CLUSTER = 24
 CLUSTERS_PER_CLASS = 2
 LABEL_WORDS = ("red", "blue", "green", "gold", "pink", "gray", "teal", "plum", "rust", "jade", "navy", "lime",
                "ruby", "sand", "mint", "onyx")
-TEMPLATE = "{x} ="
+TEMPLATE = "{x}"  # "w0307 red": the label directly follows its input (a 2-hop induction circuit suffices)
 SPECIAL = ("<pad>", "<s>", "<unk>", "=")
 
 
@@ -96,15 +96,22 @@ def lab_task(instance: int) -> Task:
 def training_sequence(rng: random.Random, max_items: int = 16) -> tuple[list[str], list[int]]:
     """Words of one training sequence and the indices (into the words) of its label tokens.
 
-    ``x = label`` items of a fresh training assignment, each a random word of a random class; every
-    label after the first item is a prediction target (early ones are guesses by construction).
+    ``x = label`` items of a fresh training assignment, each a word of a random class; every label
+    after the first item is a prediction target (early ones are guesses by construction). Half of the
+    sequences draw their words from a few "active" words per cluster, so exact repeats are common
+    (copying is learned fast); the other half draw from whole clusters, so repeats are rare and the
+    label has to come from a *different* word of the same cluster (what evaluation asks).
     """
     a = draw_assignment(rng, held_out=False)
-    n = rng.randint(4, max_items)
+    n = rng.randint(max(4, max_items // 4), max_items)
+    few = rng.random() < 0.5
+    pool = {c: ([rng.randrange(WORDS_PER_CLUSTER) for _ in range(rng.randint(1, 3))] if few
+                else list(range(WORDS_PER_CLUSTER))) for cs in a.clusters for c in cs}
     words, targets = ["<s>"], []
     for _ in range(n):
         cls = rng.randrange(2)
-        words += [word(rng.choice(a.clusters[cls]), rng.randrange(WORDS_PER_CLUSTER)), "="]
+        cluster = rng.choice(a.clusters[cls])
+        words.append(word(cluster, rng.choice(pool[cluster])))
         targets.append(len(words))
         words.append(a.labels[cls])
     return words, targets

@@ -29,7 +29,7 @@ class LabTrainConfig:
     layers: int = 4
     hidden: int = 128
     heads: int = 4
-    intermediate: int = 384
+    intermediate: int = 256
     steps: int = 3000
     batch_size: int = 48
     lr: float = 3e-3
