@@ -10,7 +10,6 @@ All three score the same prompts; we report wall seconds, accuracy and predictio
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from common import gpt2_small_random, machine, save
 from seed_baseline import seed_predict
 
 from leantune.icl.evaluator import ICLEvaluator, build_prefix
+from leantune.icl.lm_eval_task import write_lm_eval_task
 from leantune.icl.splits import make_icl_data
 from leantune.models import gpt2_tokenizer_offline
 from leantune.tasks import get_task
@@ -28,35 +28,11 @@ def run_lm_eval(model_dir: Path, task, data, shots_total: int, batch_size: int, 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    for name, rows in (("demos", data.demos), ("test", data.test)):
-        with open(work / f"{name}.jsonl", "w") as f:
-            for r in rows:
-                f.write(json.dumps({"sentence": r["sentence"], "label": r["label"], "idx": r["idx"]}) + "\n")
-    (work / "tasks").mkdir(exist_ok=True)
-    (work / "tasks" / "bench_sst2.yaml").write_text(f"""
-task: bench_sst2
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    train: {work / 'demos.jsonl'}
-    test: {work / 'test.jsonl'}
-test_split: test
-fewshot_split: train
-fewshot_config:
-  sampler: first_n
-output_type: multiple_choice
-doc_to_text: {json.dumps(task.template.replace('{sentence}', '{{sentence}}'))}
-doc_to_choice: {json.dumps(list(task.label_words))}
-doc_to_target: label
-target_delimiter: " "
-fewshot_delimiter: "\\n\\n"
-metric_list:
-  - metric: acc
-""")
+    tasks_dir = write_lm_eval_task(task, data.demos, data.test, work, name="bench_sst2")
     t0 = time.perf_counter()
     res = simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", tasks=["bench_sst2"],
                           num_fewshot=shots_total, batch_size=batch_size, device="cpu",
-                          task_manager=TaskManager(include_path=str(work / "tasks")), log_samples=True)
+                          task_manager=TaskManager(include_path=str(tasks_dir)), log_samples=True)
     seconds = time.perf_counter() - t0
     preds = {s["doc"]["idx"]: int(max(range(2), key=lambda j: s["filtered_resps"][j][0]))
              for s in res["samples"]["bench_sst2"]}

@@ -6,6 +6,7 @@ import pytest
 import torch
 import transformers as tf
 
+from leantune.icl.lm_eval_task import write_lm_eval_task
 from leantune.icl.run_eval import icl_eval
 from leantune.icl.splits import make_icl_data
 from leantune.models import gpt2_tokenizer_offline
@@ -13,10 +14,6 @@ from leantune.tasks import get_task
 from tiny import TINY_CONFIGS
 
 import lm_eval  # noqa: F401  (a dev dependency: the parity test must run, never skip)
-
-
-def _yaml_str(s: str) -> str:
-    return json.dumps(s)  # JSON strings are valid YAML double-quoted scalars
 
 
 def test_accuracy_and_predictions_match_lm_eval(tmp_path, monkeypatch):
@@ -32,39 +29,15 @@ def test_accuracy_and_predictions_match_lm_eval(tmp_path, monkeypatch):
     ours = icl_eval(str(tmp_path / "model"), "sst2", shots=shots, n_eval=n_eval, seed=seed, batch_size=8,
                     out=str(tmp_path / "ours"), progress=False)
 
-    # the same demonstrations (in our order) and the same test examples, as lm-eval local json files
+    # the same demonstrations (in our order) and the same test examples, as an lm-eval task on local files
     data = make_icl_data(task, shots, None, n_eval, seed)
-    for name, rows in (("demos", data.demos), ("test", data.test)):
-        with open(tmp_path / f"{name}.jsonl", "w") as f:
-            for r in rows:
-                f.write(json.dumps({"sentence": r["sentence"], "label": r["label"], "idx": r["idx"]}) + "\n")
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "lt_sst2.yaml").write_text(f"""
-task: lt_sst2
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    train: {tmp_path / 'demos.jsonl'}
-    test: {tmp_path / 'test.jsonl'}
-test_split: test
-fewshot_split: train
-fewshot_config:
-  sampler: first_n
-output_type: multiple_choice
-doc_to_text: {_yaml_str(task.template.replace('{sentence}', '{{sentence}}'))}
-doc_to_choice: {json.dumps(list(task.label_words))}
-doc_to_target: label
-target_delimiter: " "
-fewshot_delimiter: "\\n\\n"
-metric_list:
-  - metric: acc
-""")
+    tasks_dir = write_lm_eval_task(task, data.demos, data.test, tmp_path, name="lt_sst2")
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     res = simple_evaluate(model="hf", model_args=f"pretrained={tmp_path / 'model'},dtype=float32",
                           tasks=["lt_sst2"], num_fewshot=2 * shots, batch_size=8, device="cpu",
-                          task_manager=TaskManager(include_path=str(tmp_path / "tasks")), log_samples=True)
+                          task_manager=TaskManager(include_path=str(tasks_dir)), log_samples=True)
     theirs = res["results"]["lt_sst2"]["acc,none"]
     assert abs(ours["accuracy"] - theirs) * 100 <= 0.5
 
