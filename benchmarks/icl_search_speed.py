@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from common import gpt2_small_random, machine, save
 from seed_baseline import seed_low_rank, seed_predict
 

@@ -22,12 +22,14 @@ def read_config_file(path: str) -> dict:
         if p.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            data = yaml.safe_load(text)  # safe_load: a config file never constructs Python objects
         else:
             data = json.loads(text)
     except Exception as e:  # yaml/json syntax errors: one line naming the file
         first = str(e).strip().splitlines()[0]
         raise LeantuneError(f"config file {path} cannot be parsed: {first}") from None
+    if data is None:  # an empty file
+        return {}
     if not isinstance(data, dict):
         raise LeantuneError(f"config file {path} must hold a mapping of option names to values")
     return data

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from leantune.arch import MLP, get_arch
+from leantune.arch import get_arch
 from tiny import TINY_CONFIGS, tiny_input, tiny_model
 from capture import capture_qkv
 

@@ -1,14 +1,12 @@
 """ICL evaluation: splits, determinism, exact counts, calibration, task files, one-line errors."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import transformers as tf
 
 from leantune.cli import main
-from leantune.errors import LeantuneError
 from leantune.icl.evaluator import ICLEvaluator
 from leantune.icl.splits import make_icl_data
 from leantune.models import gpt2_tokenizer_offline

@@ -3,7 +3,6 @@
 import json
 import random
 
-import pytest
 import torch
 
 from leantune.lab.synthetic import (CLUSTERS_PER_CLASS, WORDS_PER_CLUSTER, draw_assignment, lab_task,

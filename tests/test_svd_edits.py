@@ -10,7 +10,7 @@ from leantune.models import gpt2_tokenizer_offline
 from leantune.svd.edits import Edit, apply_edits, edited, module_matrices
 from leantune.svd.lowrank import SVDCache, rank_for
 from leantune.svd.reuse import LayerReuseRunner
-from tiny import TINY_CONFIGS, tiny_input, tiny_model
+from tiny import tiny_input, tiny_model
 
 TOK = gpt2_tokenizer_offline()
 FAMILIES = ["gpt2", "llama", "gpt_neox", "opt"]

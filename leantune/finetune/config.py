@@ -6,7 +6,6 @@ keys are an error rather than silently ignored, so a typo never trains with a de
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -109,25 +108,9 @@ FIELD_NAMES = tuple(f.name for f in fields(FinetuneConfig))
 
 def read_config_file(path: str | Path) -> dict:
     """A YAML or JSON mapping of FinetuneConfig keys (dashes allowed: ``v-lr-ratio``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LeantuneError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+    from ..config import read_config_file as read_mapping  # the one YAML/JSON reader of every command
 
-            data = yaml.safe_load(text)  # safe_load: a config file never constructs Python objects
-    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LeantuneError(f"cannot parse config file {path}: {first}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise LeantuneError(f"config file {path} must hold a mapping of keys to values")
-    out = {str(k).replace("-", "_"): v for k, v in data.items()}
+    out = {str(k).replace("-", "_"): v for k, v in read_mapping(str(path)).items()}
     unknown = sorted(set(out) - set(FIELD_NAMES))
     if unknown:
         raise LeantuneError(f"config file {path}: unknown key(s) {', '.join(unknown)}; "

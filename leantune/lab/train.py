@@ -7,7 +7,6 @@ copy lives in ``leantune/lab/checkpoint`` and loads by the alias ``lab-icl``.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time

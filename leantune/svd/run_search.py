@@ -17,7 +17,7 @@ import torch
 from ..arch import get_arch
 from ..errors import LeantuneError
 from ..runinfo import versions, write_json, write_jsonl
-from .edits import Edit, edit_record, edited
+from .edits import edit_record, edited
 from .journal import Journal
 from .lowrank import SVDCache
 from .search import BASELINE, Dist, Search, candidate_key
