@@ -45,6 +45,9 @@ def main():
     ap.add_argument("--subset", type=int, default=8, help="baseline candidates actually run (>= 8)")
     ap.add_argument("--n-val", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--leantune-only", action="store_true",
+                    help="rerun only the leantune search (e.g. on a quieter machine) and add it to the saved "
+                         "results as leantune_rerun, next to the saved seed-loop timings")
     args = ap.parse_args()
     task = get_task("sst2")
     tok = gpt2_tokenizer_offline()
@@ -68,6 +71,19 @@ def main():
                        "tokens_processed": s["tokens_processed"]["search_this_run"],
                        "note": "the 8 rate-0 candidates are the unedited model: scored once (the baseline)"}
     print("leantune", out["leantune"], flush=True)
+    if args.leantune_only:
+        from common import RESULTS
+
+        saved = json.loads((RESULTS / "icl_search_speed.json").read_text())
+        saved["leantune_rerun"] = {**out["leantune"], "machine": out["machine"]}
+        base = saved["seed_loop"]
+        saved["leantune_rerun"]["speedup_total_time"] = base["extrapolated_seconds_for_64"] / \
+            out["leantune"]["search_seconds"]
+        saved["leantune_rerun"]["speedup_vs_fastest_seed_candidate"] = 64 * min(
+            r["seconds"] for r in base["candidates_run"]) / out["leantune"]["search_seconds"]
+        print("rerun", saved["leantune_rerun"])
+        print("wrote", save("icl_search_speed", saved))
+        return
 
     # the seed loop, on the same demonstrations and validation examples
     data = make_icl_data(task, 5, args.n_val, 20, args.seed)
