@@ -48,7 +48,12 @@ def main():
     ap.add_argument("--leantune-only", action="store_true",
                     help="rerun only the leantune search (e.g. on a quieter machine) and add it to the saved "
                          "results as leantune_rerun, next to the saved seed-loop timings")
+    ap.add_argument("--seed-check", action="store_true",
+                    help="rerun one seed-loop candidate (rate 0, scoring only) alone and add it to the saved "
+                         "results as seed_loop_quiet_check")
     args = ap.parse_args()
+    if args.seed_check:
+        return seed_check(args)
     task = get_task("sst2")
     tok = gpt2_tokenizer_offline()
     model = gpt2_small_random()
@@ -122,6 +127,25 @@ def main():
     out["max_accuracy_gap_points"] = max(abs(r["accuracy"] - r["leantune_accuracy"]) * 100 for r in rows)
     print(f"speedup {out['speedup_total_time']:.1f}x (seed loop extrapolated to 64 candidates)")
     print("wrote", save("icl_search_speed", out))
+
+
+def seed_check(args) -> None:
+    from common import RESULTS
+
+    task, tok, model = get_task("sst2"), gpt2_tokenizer_offline(), gpt2_small_random()
+    data = make_icl_data(task, 5, args.n_val, 20, args.seed)
+    t0 = time.perf_counter()
+    seed_predict(model, tok, build_prefix(task, data.demos), [task.render_context(r) for r in data.val],
+                 list(task.label_words))
+    seconds = time.perf_counter() - t0
+    saved = json.loads((RESULTS / "icl_search_speed.json").read_text())
+    saved["seed_loop_quiet_check"] = {"candidate": "rate 0 (scoring only)", "seconds": seconds, "machine": machine(),
+                                      "note": "one seed-loop candidate rerun alone on the idle machine"}
+    if "leantune_rerun" in saved:
+        saved["leantune_rerun"]["speedup_vs_quiet_seed_candidate"] = 64 * seconds / \
+            saved["leantune_rerun"]["search_seconds"]
+    print("seed check", saved["seed_loop_quiet_check"])
+    print("wrote", save("icl_search_speed", saved))
 
 
 if __name__ == "__main__":
