@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LeantuneError
+from ..runinfo import versions  # one record of library versions for every command
 from .adapters import Adapted, attach
 from .artifacts import can_export_peft, dir_bytes, export_peft, save_adapter
 from .config import FinetuneConfig
@@ -41,15 +41,6 @@ def load_tokenizer_for(cfg: FinetuneConfig):
             raise LeantuneError("the tokenizer has neither a pad nor an eos token; pass --tokenizer")
         tok.pad_token = tok.eos_token  # decoder-only models: pad with eos, as is usual for classification
     return tok
-
-
-def versions() -> dict:
-    import accelerate
-    import peft
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "accelerate": accelerate.__version__}
 
 
 def peak_rss_mb() -> float:
