@@ -90,7 +90,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     from .svd.factorized import is_factorized, load_factorized
 
     if is_factorized(where):  # written by `leantune icl apply --factorize`
-        return load_factorized(where, dtype=dtype if dtype != "auto" else "auto", device=device)
+        return load_factorized(where, dtype=dtype, device=device)
     config = load_config(name, trust_remote_code)
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]
@@ -98,7 +98,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     if num_labels is not None:
         config.num_labels = num_labels
     try:
-        model = auto.from_pretrained(resolve(name), config=config, dtype=DTYPES[dtype], use_safetensors=True,
+        model = auto.from_pretrained(where, config=config, dtype=DTYPES[dtype], use_safetensors=True,
                                      trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -31,9 +31,16 @@ def plot_condition_numbers(rows: list[dict], path: str | Path, title: str = "") 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig, path, dpi: int = 110, **kwargs) -> Path:
+    """Write a matplotlib figure (creating its folder) and free it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi, **kwargs)
     plt.close(fig)
     return path
 
@@ -93,8 +100,4 @@ def plot_search_heatmap(records: list[dict], modules: list[str], rates: list[flo
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="validation accuracy")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")

@@ -28,8 +28,6 @@ def plot_curves(history: dict, path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from ..report import save_figure
+
+    return save_figure(fig, path, dpi=110)

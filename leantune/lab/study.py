@@ -123,7 +123,6 @@ def plot_study(summary, shots, num_layers, modules, rates, out_dir: Path) -> lis
             ax.legend(fontsize=7)
     fig.suptitle("lab model: accuracy vs SVD clipping rate, per layer (mean ± std over seeds)")
     fig.tight_layout()
-    path = out_dir / "lab_study.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    from ..report import save_figure
+
+    return [save_figure(fig, out_dir / "lab_study.png", dpi=110)]
