@@ -86,3 +86,49 @@ def test_adapter_for_another_target_set_is_refused(tmp_path):
 
     with pytest.raises(LeantuneError, match="missing.*layers.0.k.lora_A"):
         other.load_state_dict(load_file(str(tmp_path / "a" / "adapter.safetensors")))
+
+
+def _reference_projection(module, x):
+    """The adapter written out per part, independently of LoraRows.forward: the original projection, plus
+    for each targeted part ``scale * B A dropout(x)`` (DoRA: ``(s-1) W0 x' + s * that``) on its own rows."""
+    lora = module.leantune_lora
+    out = type(module).forward(module, x)  # the class's own forward, bias included
+    xd = torch.nn.functional.dropout(x, lora.p, lora.training)
+    adds = []
+    for name in lora.names:
+        add = xd @ lora.lora_A[name].T @ lora.lora_B[name].T * lora.scale
+        if lora.dora:
+            w0 = lora.base_rows(module.weight, name)
+            s = lora.magnitude[name] / (w0 + lora.delta(name)).norm(dim=1).detach()
+            add = (s - 1) * (xd @ w0.T) + s * add
+        adds.append(add)
+    return out.index_add(-1, lora.all_rows, torch.cat(adds, dim=-1))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("method", ["lora", "dora"])
+@pytest.mark.parametrize("name", ["llama", "gpt2", "gpt_neox", "falcon-grouped"])
+def test_lean_forward_matches_the_per_part_formula_with_gradients(name, method, dropout):
+    from leantune.arch import get_arch
+
+    model = _fresh(name)
+    attach(model, "qv", method, rank=4, alpha=8, dropout=dropout)
+    module = get_arch(model).matrix(1, "q").module
+    lora = module.leantune_lora.train()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a trained-looking adapter: B != 0, magnitudes off the initial norms
+        for p in lora.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    in_features = module.weight.shape[0 if lora.transposed else 1]
+    x = torch.randn(2, 5, in_features, generator=g, requires_grad=True)
+    results = []
+    for fn in (module, lambda x: _reference_projection(module, x)):
+        torch.manual_seed(7)  # the same dropout mask for both
+        y = fn(x)
+        grads = torch.autograd.grad((y * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))).sum(),
+                                    [x, *lora.parameters()])
+        results.append((y, grads))
+    (y, grads), (y_ref, grads_ref) = results
+    torch.testing.assert_close(y, y_ref)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)
