@@ -56,3 +56,33 @@ def test_zero_shot_has_no_prefix_and_still_matches():
     assert plan.prefix_ids == []
     torch.testing.assert_close(torch.tensor(score(model, plan).logprobs),
                                torch.tensor(naive_logprobs(model, TOK, "", QUERIES[:3], choices)), atol=1e-4, rtol=0)
+
+
+def test_models_without_boolean_logits_to_keep_fall_back_to_masking_full_logits():
+    # transformers < 5.2x (and some remote code) slice hidden_states[:, logits_to_keep, :] themselves,
+    # which raises on a 2-D boolean mask; scoring must still work and give the same numbers
+    from leantune.icl import scoring
+
+    model = tiny_model("gpt2", vocab_size=len(TOK), attn="sdpa")
+
+    class OldStyle(type(model)):
+        calls = []
+
+        def forward(self, *args, logits_to_keep=0, **kwargs):
+            OldStyle.calls.append(logits_to_keep)
+            if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.ndim == 2:
+                raise IndexError("too many indices for tensor of dimension 3")
+            return super().forward(*args, logits_to_keep=logits_to_keep, **kwargs)
+
+    choices = [[" very positive indeed", " negative"]] * len(QUERIES)
+    plan = prepare(TOK, PREFIX, QUERIES, choices)
+    ref = score(model, plan, batch_size=2).logprobs
+    model.__class__ = OldStyle
+    try:
+        got = score(model, plan, batch_size=2).logprobs
+        torch.testing.assert_close(torch.tensor(got), torch.tensor(ref), atol=1e-5, rtol=0)
+        assert OldStyle in scoring._NO_MASK_SUPPORT
+        tried_mask = sum(isinstance(k, torch.Tensor) and k.ndim == 2 for k in OldStyle.calls)
+        assert tried_mask == 1  # asked once, then remembered
+    finally:
+        scoring._NO_MASK_SUPPORT.discard(OldStyle)

@@ -10,7 +10,7 @@ scoring the joined string with one full forward would (lm-eval's rule), but:
 * rows are deduplicated: single-token choices of one example share one row (one forward);
 * queries are right-padded and batched with explicit position ids, and logits are computed only at
   the positions whose next token is scored (``logits_to_keep`` boolean mask), never for the whole
-  vocabulary at every position.
+  vocabulary at every position (models that cannot take the mask fall back to masking full logits).
 
 A prefix cache is valid only for the weights it was computed with: :func:`score` builds it afresh
 on every call, so edited weights are always seen.
@@ -190,12 +190,35 @@ class Collector:
         return Scores(logprobs, lengths, tokens)
 
 
+# Model classes whose forward does not take a boolean (batch, seq) ``logits_to_keep`` mask: transformers
+# before 5.2x sliced ``hidden_states[:, logits_to_keep, :]`` itself, and remote code may still do so.
+_NO_MASK_SUPPORT: set[type] = set()
+
+
 def forward_batch(model, batch: Batch, cache, device):
-    """One batch of queries on top of ``cache`` (the prefix's, or None); logits only where kept."""
-    kwargs = {_cache_kwarg(model): _expand_cache(cache, len(batch.rows))} if cache is not None else {}
-    return model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device),
-                 position_ids=batch.positions.to(device), use_cache=cache is not None,
-                 logits_to_keep=batch.keep.to(device), **kwargs).logits
+    """One batch of queries on top of ``cache`` (the prefix's, or None): logits (kept positions, V).
+
+    Asks the model for logits at the kept positions only; a model that cannot take the boolean mask is
+    run once with full logits, which are masked here (same numbers, more memory), and remembered.
+    """
+    keep = batch.keep.to(device)
+
+    def run(logits_to_keep):
+        # a fresh expanded cache per call: a failed call may already have appended to the one it got
+        kwargs = {_cache_kwarg(model): _expand_cache(cache, len(batch.rows))} if cache is not None else {}
+        return model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device),
+                     position_ids=batch.positions.to(device), use_cache=cache is not None,
+                     logits_to_keep=logits_to_keep, **kwargs).logits
+
+    if type(model) not in _NO_MASK_SUPPORT:
+        try:
+            logits = run(keep)
+            if logits.ndim == 2 and logits.shape[0] == int(keep.sum()):
+                return logits
+        except (IndexError, TypeError):
+            pass
+        _NO_MASK_SUPPORT.add(type(model))
+    return run(0)[keep]
 
 
 def forward_prefix(model, plan: Plan, device, **kwargs):
