@@ -17,6 +17,10 @@ from pathlib import Path
 from .report import format_table
 
 FT_CONFIGS = (("LoRA(QKV) lambda=1", "qkv", 1.0), ("LoRA(QV) lambda=4", "qv", 4.0))
+# A held-out lab instance on which the unedited lab model does poorly with 4 demonstrations per class
+# (validation accuracy 0.5; on most instances it is near 1.0, which would leave the search nothing to
+# find). Chosen by looking at lab:0-11 once, see docs/lab.md; the test split is never looked at.
+SVD_TASK, SVD_SHOTS = "lab:1", 4
 
 
 def _finetune_part(out: Path, quick: bool, progress: bool) -> list[dict]:
@@ -42,8 +46,8 @@ def _finetune_part(out: Path, quick: bool, progress: bool) -> list[dict]:
 def _svd_part(out: Path, quick: bool, progress: bool) -> dict:
     from .svd.run_search import PAPER_RATES, icl_search
 
-    return icl_search("lab-icl", "lab:0", strategy="grid", modules="mlp,attn", layers="all",
-                      rates=(0.0, 0.5, 0.9) if quick else PAPER_RATES, shots=2, n_val=40, n_test=None, seed=0,
+    return icl_search("lab-icl", SVD_TASK, strategy="grid", modules="mlp,attn", layers="all",
+                      rates=(0.0, 0.5, 0.9) if quick else PAPER_RATES, shots=SVD_SHOTS, n_val=40, n_test=None, seed=0,
                       batch_size=64, out=str(out / "svd_search"), progress=progress)
 
 
@@ -57,7 +61,7 @@ def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True) -> 
         print("(a) train less: MiniLM on SST-2, LoRA(QKV) lambda=1 vs LoRA(QV) lambda=4", flush=True)
     ft = _finetune_part(out, quick, progress)
     if progress:
-        print("(b) keep less: SVD search for ICL on the lab model (lab-icl), task lab:0", flush=True)
+        print(f"(b) keep less: SVD search for ICL on the lab model (lab-icl), task {SVD_TASK}", flush=True)
     svd = _svd_part(out, quick, progress)
     seconds = time.perf_counter() - t0
     results = {"finetune": ft, "svd_search": svd, "seconds": seconds, "quick": quick}
@@ -99,7 +103,8 @@ Curves: `finetune_qkv_curves.png`, `finetune_qv_curves.png`; full metrics in `fi
 
 ## (b) Keep less: SVD search for in-context learning on the lab model
 
-Model `lab-icl`, task `lab:0` (a held-out label assignment), {svd['config']['shots']} demonstrations per class,
+Model `lab-icl`, task `{SVD_TASK}` (a held-out label assignment on which the unedited model does poorly),
+{svd['config']['shots']} demonstrations per class,
 grid over every layer x {{mlp, attn}} x rates {svd['config']['rates']}.
 
 Chosen edit: {edits}

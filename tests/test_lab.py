@@ -2,6 +2,7 @@
 
 import json
 import random
+from pathlib import Path
 
 import torch
 
@@ -80,3 +81,32 @@ def test_short_training_run_is_deterministic(tmp_path):
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert json.loads((tmp_path / "a" / "lab_train.json").read_text())["config"]["steps"] == 6
+
+
+def test_committed_checkpoint_loads_by_alias_and_reports_its_shots_table():
+    from leantune.lab.train import CHECKPOINT
+    from leantune.models import load_model, resolve
+
+    assert resolve("lab-icl") == str(CHECKPOINT)
+    report = json.loads((CHECKPOINT / "lab_train.json").read_text())
+    shots = {r["shots_per_class"]: r["accuracy"] for r in report["shots"]}
+    assert abs(shots[0] - 0.5) < 0.1  # 0-shot: chance by construction
+    assert min(shots[k] for k in (2, 4, 8)) > 0.8  # in-context learning (the 0.9 is not reached)
+    doc = (Path(__file__).parents[1] / "docs" / "lab.md").read_text()
+    for k, acc in shots.items():  # the documented shots table is the committed checkpoint's
+        assert f"| {k} | {acc:.3f} |" in doc
+    assert (CHECKPOINT / "model.safetensors").stat().st_size < 20e6
+    model = load_model("lab-icl", head="causal-lm")
+    assert model.config.model_type == report["config"]["arch"]
+
+
+def test_demo_smoke_path_writes_the_report(tmp_path):
+    from leantune.demo import demo
+
+    report = demo(str(tmp_path / "demo"), quick=True, progress=False)
+    text = report.read_text()
+    assert "LoRA(QKV) lambda=1" in text and "LoRA(QV) lambda=4" in text  # the fine-tuning table
+    assert "| validation |" in text or "validation" in text.split("(b)")[1]  # the SVD before/after table
+    assert (report.parent / "svd_heatmap.png").stat().st_size > 1000
+    results = json.loads((report.parent / "results.json").read_text())
+    assert len(results["finetune"]) == 2 and results["svd_search"]["test"]["n"] > 0

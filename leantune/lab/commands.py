@@ -7,7 +7,8 @@ def _cmd_train(args) -> int:
     from .train import CHECKPOINT, LabTrainConfig, train
 
     cfg = LabTrainConfig(seed=args.seed, steps=args.steps)
-    report = train(cfg, args.out or CHECKPOINT, progress=not args.quiet, eval_instances=args.eval_instances)
+    report = train(cfg, args.out or CHECKPOINT, progress=not args.quiet, eval_instances=args.eval_instances,
+                   monitor=args.monitor)
     print(f"trained in {report['train_seconds']:.0f}s; ICL accuracy on held-out assignments (test split, "
           f"{report['eval_instances']} instances):")
     for row in report["shots"]:
@@ -34,11 +35,15 @@ def _cmd_demo(args) -> int:
 
 
 def register(sub) -> None:
+    from .train import LabTrainConfig
+
     lab = sub.add_parser("lab", help="the theory lab: a small ICL-capable model trained here")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True)
-    tr = lab_sub.add_parser("train", help="train the lab model (deterministic; ~15 min on 2 CPU cores)")
+    tr = lab_sub.add_parser("train", help="train the lab model (deterministic; ~26 min on 2 CPU cores)")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--steps", type=int, default=3000)
+    tr.add_argument("--steps", type=int, default=LabTrainConfig.steps)
+    tr.add_argument("--monitor", type=int, default=0, metavar="N",
+                    help="every N steps, log 4-shot ICL accuracy on 8 held-out instances (costs a few seconds)")
     tr.add_argument("--eval-instances", type=int, default=48, help="held-out task instances in the shots table")
     tr.add_argument("--out", help="checkpoint folder (default: the packaged leantune/lab/checkpoint)")
     tr.add_argument("--quiet", action="store_true")

@@ -93,18 +93,19 @@ def lab_task(instance: int) -> Task:
                 label_words=a.labels, local=local)
 
 
-def training_sequence(rng: random.Random, max_items: int = 16) -> tuple[list[str], list[int]]:
+def training_sequence(rng: random.Random, max_items: int = 16, min_items: int | None = None,
+                      copy_fraction: float = 0.5) -> tuple[list[str], list[int]]:
     """Words of one training sequence and the indices (into the words) of its label tokens.
 
     ``x = label`` items of a fresh training assignment, each a word of a random class; every label
-    after the first item is a prediction target (early ones are guesses by construction). Half of the
-    sequences draw their words from a few "active" words per cluster, so exact repeats are common
-    (copying is learned fast); the other half draw from whole clusters, so repeats are rare and the
-    label has to come from a *different* word of the same cluster (what evaluation asks).
+    after the first item is a prediction target (early ones are guesses by construction). A
+    ``copy_fraction`` of the sequences draw their words from a few "active" words per cluster, so exact
+    repeats are common (copying is learned fast); the others draw from whole clusters, so repeats are
+    rare and the label has to come from a *different* word of the same cluster (what evaluation asks).
     """
     a = draw_assignment(rng, held_out=False)
-    n = rng.randint(max(4, max_items // 4), max_items)
-    few = rng.random() < 0.5
+    n = rng.randint(min_items if min_items is not None else max(4, max_items // 4), max_items)
+    few = rng.random() < copy_fraction
     pool = {c: ([rng.randrange(WORDS_PER_CLUSTER) for _ in range(rng.randint(1, 3))] if few
                 else list(range(WORDS_PER_CLUSTER))) for cs in a.clusters for c in cs}
     words, targets = ["<s>"], []
