@@ -99,15 +99,9 @@ def _batch(tok, rng: random.Random, cfg: LabTrainConfig):
 
 
 def quick_icl(model, tok, instances: int = 8, shots: int = 4) -> float:
-    from ..icl.evaluator import ICLEvaluator
-    from ..icl.splits import make_icl_data
-    from ..tasks import get_task
+    from .report import instance_metrics
 
-    accs = []
-    for i in range(instances):
-        task = get_task(f"lab:{i}")
-        data = make_icl_data(task, shots, None, None, seed=i)
-        accs.append(ICLEvaluator(tok, task, data.demos, data.test, batch_size=32).evaluate(model).metrics["accuracy"])
+    accs = [m["accuracy"] for m in instance_metrics(model, tok, shots, instances)]
     return sum(accs) / len(accs)
 
 
