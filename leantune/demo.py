@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from .errors import LeantuneError
 from .report import format_table
 
 FT_CONFIGS = (("LoRA(QKV) lambda=1", "qkv", 1.0), ("LoRA(QV) lambda=4", "qv", 4.0))
@@ -51,11 +52,41 @@ def _svd_part(out: Path, quick: bool, progress: bool) -> dict:
                       batch_size=64, out=str(out / "svd_search"), progress=progress)
 
 
+MARKER = ".leantune-demo"  # written into every demo folder: the only kind of folder a rerun may clear
+# What a demo run writes at the top of its folder; a rerun removes these and nothing else.
+_DEMO_ENTRIES = ("finetune", "svd_search", "results.json", "report.md", "svd_heatmap.png",
+                 "finetune_qkv_curves.png", "finetune_qv_curves.png", MARKER)
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Make ``out`` ready for a fresh demo run without ever deleting what the demo did not create.
+
+    A missing or empty folder is used as is. A folder that holds our marker is a previous demo output:
+    only the entries a demo writes are removed (a user's own file placed there survives). Any other
+    non-empty folder, or a file, is refused.
+    """
+    if out.exists() and not out.is_dir():
+        raise LeantuneError(f"--out {out} is an existing file, not a folder; give a new folder for the demo")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise LeantuneError(f"--out {out} is a non-empty folder that is not a previous demo output; "
+                                f"give a new or empty folder (nothing was changed)")
+        for name in _DEMO_ENTRIES:
+            entry = out / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("leantune demo output; `leantune demo` may clear what it wrote here\n")
+    except OSError as e:
+        raise LeantuneError(f"--out {out}: cannot create the folder ({e.strerror}); choose a writable path") from e
+
+
 def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True) -> Path:
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)  # the demo always shows a fresh run
-    out.mkdir(parents=True)
+    prepare_out_dir(out)
     t0 = time.perf_counter()
     if progress:
         print("(a) train less: MiniLM on SST-2, LoRA(QKV) lambda=1 vs LoRA(QV) lambda=4", flush=True)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 
 def _cmd_train(args) -> int:
-    from .train import CHECKPOINT, LabTrainConfig, train
+    from .train import LabTrainConfig, train
 
     cfg = LabTrainConfig(seed=args.seed, steps=args.steps)
-    report = train(cfg, args.out or CHECKPOINT, progress=not args.quiet, eval_instances=args.eval_instances,
+    report = train(cfg, args.out, progress=not args.quiet, eval_instances=args.eval_instances,
                    monitor=args.monitor)
     print(f"trained in {report['train_seconds']:.0f}s; ICL accuracy on held-out assignments (test split, "
           f"{report['eval_instances']} instances):")
     for row in report["shots"]:
         print(f"  {row['shots_per_class']} shot(s) per class: {row['accuracy']:.3f} (± {row['std_over_instances']:.3f})")
-    print(f"checkpoint: {args.out or CHECKPOINT}")
+    print(f"checkpoint: {args.out}")
     return 0
 
 
@@ -45,7 +45,9 @@ def register(sub) -> None:
     tr.add_argument("--monitor", type=int, default=0, metavar="N",
                     help="every N steps, log 4-shot ICL accuracy on 8 held-out instances (costs a few seconds)")
     tr.add_argument("--eval-instances", type=int, default=48, help="held-out task instances in the shots table")
-    tr.add_argument("--out", help="checkpoint folder (default: the packaged leantune/lab/checkpoint)")
+    # Never the packaged checkpoint: a training run must not overwrite the installed library's files.
+    tr.add_argument("--out", default="runs/lab", help="checkpoint folder (default: runs/lab under the current "
+                                                     "directory; the packaged lab-icl checkpoint is never written)")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_cmd_train)
     st = lab_sub.add_parser("study", help="accuracy vs SVD clipping rate per layer/module, two shot counts")

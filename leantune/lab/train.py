@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import LeantuneError
 from ..runinfo import versions, write_json
 from .synthetic import training_sequence
 from .tokenizer import build_tokenizer
@@ -105,11 +106,21 @@ def quick_icl(model, tok, instances: int = 8, shots: int = 4) -> float:
     return sum(accs) / len(accs)
 
 
+def _refuse_package_dir(out: Path) -> None:
+    """Training never writes inside the installed library (the packaged lab-icl checkpoint lives there)."""
+    package = Path(__file__).resolve().parents[1]
+    target = out.resolve()
+    if target == package or package in target.parents:
+        raise LeantuneError(f"--out {out} is inside the installed leantune package; choose a folder of your own "
+                            f"(e.g. runs/lab)")
+
+
 def train(cfg: LabTrainConfig, out: str | Path, progress: bool = True, eval_instances: int = 48,
           monitor: int = 0) -> dict:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
+    _refuse_package_dir(Path(out))
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
