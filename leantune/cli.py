@@ -21,8 +21,16 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors become the one-line ``leantune: error:`` of every other user error."""
+
+    def error(self, message):
+        words = " ".join(self.prog.split()[1:])  # "icl search"; empty for the top-level parser
+        raise LeantuneError(f"{words + ': ' if words else ''}{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="leantune", description=__doc__)
+    p = _Parser(prog="leantune", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     ins = sub.add_parser("inspect", help="show where W_q/W_k/W_v/W_o and the MLP matrices live; optional spectrum",
@@ -70,12 +78,15 @@ def _sub_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         if getattr(args, "config", None):
             from .config import apply_config
 
             args = apply_config(args.parser, args, _sub_argv(args.parser, argv))
+        from .validate import check_args
+
+        check_args(args)  # options and output locations, after --config is merged, before any work
         return args.func(args)
     except LeantuneError as e:
         print(f"leantune: error: {e}", file=sys.stderr)

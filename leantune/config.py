@@ -17,15 +17,16 @@ def read_config_file(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise LeantuneError(f"config file {path} does not exist")
-    text = p.read_text(encoding="utf-8")
+    from .schema import read_utf8
+    import yaml
+
+    text = read_utf8(p, "file")
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text)  # safe_load: a config file never constructs Python objects
         else:
             data = json.loads(text)
-    except Exception as e:  # yaml/json syntax errors: one line naming the file
+    except (yaml.YAMLError, json.JSONDecodeError) as e:  # syntax errors: one line naming the file
         first = str(e).strip().splitlines()[0]
         raise LeantuneError(f"config file {path} cannot be parsed: {first}") from None
     if data is None:  # an empty file

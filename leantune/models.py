@@ -97,9 +97,14 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     kwargs = {}
     if num_labels is not None:
         config.num_labels = num_labels
+    from safetensors import SafetensorError  # a truncated or foreign weights file
+
     try:
         model = auto.from_pretrained(where, config=config, dtype=DTYPES[dtype], use_safetensors=True,
                                      trust_remote_code=trust_remote_code, **kwargs)
+    except SafetensorError as e:
+        raise LeantuneError(f"the weights of {name} cannot be read ({e}); the .safetensors file is damaged or "
+                            "incomplete: download or save the model again") from None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeantuneError(f"cannot load {name} as {head}: {first}") from None

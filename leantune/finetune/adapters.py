@@ -289,7 +289,12 @@ def attach(model: nn.Module, targets: str = "qv", method: str = "lora", rank: in
                                       "bias" if p.ndim < 2 else "weight", p))
         return ad
 
-    for path, parts in by_module(target_matrices(arch, targets)).items():
+    matrices = target_matrices(arch, targets)
+    limit = min((min(m.shape) for m in matrices), default=rank)
+    if method != "full" and rank > limit:  # refused, not warned: it only costs memory and time, never helps
+        raise LeantuneError(f"--rank {rank} is above min(out, in) = {limit} of the targeted matrices; an update "
+                            f"of rank > {limit} does not exist, the extra rank only costs memory: use --rank <= {limit}")
+    for path, parts in by_module(matrices).items():
         module = model.get_submodule(path)
         ad._parts[path] = parts
         if method == "full":

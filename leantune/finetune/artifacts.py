@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from ..arch import head_modules
 from ..errors import LeantuneError
+from ..schema import BOOL, INT, LIST, NUMBER, TEXT, check_fields
 from .adapters import Adapted, attach
 
 TENSORS = "adapter.safetensors"
@@ -80,11 +81,41 @@ def read_meta(adapter_dir: str | Path) -> dict:
         raise LeantuneError(f"{adapter_dir} is not a leantune adapter: it needs {META} and {TENSORS}{hint}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise LeantuneError(f"{meta_path} is not valid JSON ({e.msg})") from None
-    if meta.get("format") != FORMAT:
-        raise LeantuneError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {FORMAT}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LeantuneError(f"{meta_path} is not valid JSON ({e})") from None
+    check_manifest(meta, meta_path)
     return meta
+
+
+# what load_adapter needs from leantune_adapter.json (save_adapter writes all of it)
+MANIFEST_FIELDS = {"format": TEXT, "base_model": TEXT, "targets": TEXT, "method": TEXT, "rank": INT,
+                   "alpha": NUMBER, "dropout": NUMBER, "num_labels": INT}
+MANIFEST_OPTIONAL = {"pad_token_id": INT, "labels": LIST, "tokenizer": TEXT, "trust_remote_code": BOOL}
+
+
+def check_manifest(meta, meta_path: Path) -> None:
+    from .config import METHODS, TARGETS
+
+    if isinstance(meta, dict) and meta.get("format") != FORMAT:
+        raise LeantuneError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {FORMAT}")
+    check_fields(meta, str(meta_path), MANIFEST_FIELDS, MANIFEST_OPTIONAL)
+    if meta["targets"] not in TARGETS or meta["method"] not in METHODS:
+        raise LeantuneError(f"{meta_path}: targets {meta['targets']!r} / method {meta['method']!r} are not one of "
+                            f"{', '.join(TARGETS)} / {', '.join(METHODS)}")
+    if meta["rank"] < 1 or meta["num_labels"] < 1 or not 0 <= meta["dropout"] < 1:
+        raise LeantuneError(f"{meta_path}: rank and num_labels must be >= 1 and dropout in [0, 1); got rank "
+                            f"{meta['rank']}, num_labels {meta['num_labels']}, dropout {meta['dropout']}")
+
+
+def read_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    path = Path(adapter_dir) / TENSORS
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        raise LeantuneError(f"{path} cannot be read ({e}); the file is damaged or incomplete: "
+                            "copy it again or rerun the fine-tuning") from None
 
 
 def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=None):
@@ -92,13 +123,14 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
     from ..models import load_model
 
     meta = read_meta(adapter_dir)
+    tensors = read_tensors(Path(adapter_dir))  # before the base model loads: a damaged file fails fast
     if model is None:
         model = load_model(base_model or meta["base_model"], head="seq-cls", num_labels=meta["num_labels"],
                            dtype="float32", trust_remote_code=meta.get("trust_remote_code", False))
     if meta.get("pad_token_id") is not None:
         model.config.pad_token_id = meta["pad_token_id"]
     adapted = attach(model, meta["targets"], meta["method"], meta["rank"], meta["alpha"], meta["dropout"])
-    adapted.load_state_dict(load_file(str(Path(adapter_dir) / TENSORS)))
+    adapted.load_state_dict(tensors)
     labels = meta.get("labels")
     if labels:
         model.config.id2label = dict(enumerate(labels))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from .config import METHODS, TARGETS
+from .config import METHODS, SCHEDULERS, TARGETS
 
 # flag -> (type, help); every flag is also a --config key (dashes become underscores)
 _FLAGS = {
@@ -19,7 +19,7 @@ _FLAGS = {
     "loraplus-ratio": (float, "LoRA+: lr of B = ratio * lr of A (default 1)"),
     "weight-decay": (float, "AdamW weight decay of 2-D tensors (default 0)"),
     "warmup": (float, "warm-up fraction of the steps (default 0.06)"),
-    "scheduler": (str, "HF scheduler name (default linear)"),
+    "scheduler": (str, "learning-rate schedule (default linear)"),
     "max-steps": (int, "optimizer steps (or --epochs)"),
     "epochs": (float, "epochs (default 3 when --max-steps is not given)"),
     "batch-size": (int, "per-device train batch size (default 32)"),
@@ -34,11 +34,12 @@ _FLAGS = {
     "eval-file": (str, "custom task eval file (default: 10%% of --train-file, seed 0)"),
     "text-columns": (str, "custom task: text column(s), comma-separated (one text or a pair)"),
     "label-column": (str, "custom task: label column (default label)"),
-    "metric": (str, "custom task metric: accuracy | matthews | f1"),
+    "metric": (str, "custom task metric (default accuracy)"),
     "max-train-samples": (int, "train on a seeded random subset of this size"),
     "max-eval-samples": (int, "evaluate on a fixed random subset of this size"),
     "tokenizer": (str, "tokenizer when the model directory has none (hub id, directory, gpt2-offline)"),
 }
+_CHOICES = {"scheduler": SCHEDULERS, "metric": ("accuracy", "matthews", "f1")}
 
 
 def _cmd_finetune(args) -> int:
@@ -85,7 +86,7 @@ def register(sub) -> None:
     ft.add_argument("--targets", choices=TARGETS, default=None, help="which matrices train (default qv)")
     ft.add_argument("--method", choices=METHODS, default=None, help="full | lora | dora (default lora)")
     for name, (typ, hlp) in _FLAGS.items():
-        ft.add_argument(f"--{name}", type=typ, default=None, help=hlp)
+        ft.add_argument(f"--{name}", type=typ, default=None, help=hlp, choices=_CHOICES.get(name))
     ft.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision")
     ft.add_argument("--trust-remote-code", action="store_true")
     ft.add_argument("--quiet", action="store_true", help="no progress bar")

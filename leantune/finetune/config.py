@@ -13,6 +13,9 @@ from ..errors import LeantuneError
 
 TARGETS = ("qv", "qkv", "q", "v", "k", "attn", "all")
 METHODS = ("full", "lora", "dora")
+# HF schedulers that need no extra arguments (reduce_lr_on_plateau, cosine_with_min_lr, ... need more)
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
 
 
 @dataclass
@@ -84,13 +87,13 @@ class FinetuneConfig:
             raise LeantuneError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
         if self.targets == "all" and self.method != "full":
             raise LeantuneError("targets 'all' is plain full fine-tuning; use --method full (or pick attention targets)")
+        if self.scheduler not in SCHEDULERS:
+            raise LeantuneError(f"unknown scheduler '{self.scheduler}'; choose one of {', '.join(SCHEDULERS)}")
         if self.max_steps is not None and self.epochs is not None:
             raise LeantuneError("give either --max-steps or --epochs, not both")
-        for name in ("lr", "v_lr_ratio", "k_lr_ratio", "loraplus_ratio", "batch_size", "max_length", "rank"):
-            if getattr(self, name) <= 0:
-                raise LeantuneError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise LeantuneError(f"dropout must be in [0, 1), got {self.dropout}")
+        from ..validate import check_values  # the same range/finiteness table as the command line
+
+        check_values(asdict(self), "finetune")
         if isinstance(self.text_columns, str):
             self.text_columns = [c.strip() for c in self.text_columns.split(",") if c.strip()]
         return self

@@ -47,6 +47,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+DIVERGED = 1000.0  # a loss this many times its first value (and above 1000 nats) stops the run
+
+
+def _non_finite(what: str, value, step: int, optimizer) -> LeantuneError:
+    lrs = ", ".join(f"{g['name']}={g.get('initial_lr', g['lr']):.3g}" for g in optimizer.param_groups) \
+        if optimizer is not None else "see --lr"
+    return LeantuneError(f"training stopped: the {what} became {value} at step {step}; lower the learning rates "
+                         f"({lrs}) or check the model weights and data for NaN/inf")
+
+
 def _trainer_classes():
     from transformers import Trainer, TrainerCallback
 
@@ -62,6 +72,16 @@ def _trainer_classes():
 
         def on_step_end(self, args, state, control, **kwargs):
             self.times.append(time.perf_counter() - self._t0)
+
+    class NonFiniteGuard(TrainerCallback):
+        """Stops on a non-finite logged loss, gradient norm or eval loss (the loss check in training_step
+        sees every step; the gradient norm and the eval loss are only seen here)."""
+
+        def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
+            for key in ("loss", "grad_norm", "eval_loss"):
+                v = (logs or {}).get(key)
+                if isinstance(v, (int, float)) and not math.isfinite(v):
+                    raise _non_finite(key.replace("_", " "), v, state.global_step, optimizer)
 
     class SelectiveTrainer(Trainer):
         """HF Trainer with leantune's optimizer groups and a stop on non-finite loss."""
@@ -79,14 +99,20 @@ def _trainer_classes():
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
+            step = self.state.global_step + 1
             if not torch.isfinite(loss).all():
-                lrs = ", ".join(f"{g['name']}={g.get('initial_lr', g['lr']):.3g}" for g in self.optimizer.param_groups)
-                raise LeantuneError(f"training stopped: the loss became {loss.item()} at step "
-                                    f"{self.state.global_step + 1}; lower the learning rates ({lrs}) or check "
-                                    "the model weights and data for NaN/inf")
+                raise _non_finite("loss", loss.item(), step, self.optimizer)
+            # A too-large lr rarely gives NaN: AdamW's normalised steps, gradient clipping and LayerNorm keep
+            # numbers finite while the weights blow up (lr 1e10 on MiniLM: loss 0.69 -> 2e10, all finite).
+            # Cross-entropy above 1000 nats (and 1000x the first loss) is such a blow-up, never learning.
+            value = float(loss)
+            self._first_loss = getattr(self, "_first_loss", None) or value
+            if value > DIVERGED * max(self._first_loss, 1.0):
+                raise _non_finite(f"loss (first {self._first_loss:.3g}) diverged: it", f"{value:.3g}", step,
+                                  self.optimizer)
             return loss
 
-    return StepTimer, SelectiveTrainer
+    return StepTimer, SelectiveTrainer, NonFiniteGuard
 
 
 def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
@@ -128,24 +154,34 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
         warmup_steps=cfg.warmup, max_steps=cfg.max_steps or -1, num_train_epochs=epochs or 1.0,
         eval_strategy="steps", eval_steps=eval_every, logging_steps=cfg.log_every, logging_first_step=True,
         disable_tqdm=cfg.quiet, bf16=cfg.bf16, dataloader_num_workers=0,
+        logging_nan_inf_filter=False,  # log a NaN/inf loss as it is, so that NonFiniteGuard sees it
         dataloader_pin_memory=torch.cuda.is_available(), ddp_find_unused_parameters=False,
         # several CPU processes (torchrun / accelerate launch without GPUs): accelerate needs cpu=True to see
         # MULTI_CPU, and gloo is the CPU backend
         use_cpu=world > 1 and not torch.cuda.is_available(),
         ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
     )
-    StepTimer, SelectiveTrainer = _trainer_classes()
+    StepTimer, SelectiveTrainer, NonFiniteGuard = _trainer_classes()
     timer = StepTimer()
     n_labels = len(data.labels)
     trainer = SelectiveTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, callbacks=[timer],
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        callbacks=[timer, NonFiniteGuard()],
         compute_metrics=lambda p: compute_metrics(p.predictions.argmax(-1), p.label_ids, data.metric, n_labels),
         leantune_groups=groups,
     )
+    if cfg.quiet:  # with the progress bar off, the Trainer prints every log dict instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
     result = trainer.train()
     train_s = time.perf_counter() - t0
+    # the last step's update is seen by no later loss: never write weights that became NaN/inf
+    bad = next((t.key for t in adapted.trained if not torch.isfinite(t.param).all()), None)
+    if bad is not None:
+        raise _non_finite(f"trained tensor {bad}", "non-finite", trainer.state.global_step, trainer.optimizer)
     # the periodic evaluation often already ran at the last step: reuse it rather than evaluate twice
     last = [h for h in trainer.state.log_history if "eval_loss" in h]
     if last and last[-1]["step"] == trainer.state.global_step:

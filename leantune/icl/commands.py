@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # as leantune.models.DTYPES
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML/JSON with the same keys as these flags")
@@ -15,7 +16,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--tokenizer", help="tokenizer to use (default: the model's); 'gpt2-offline' = real GPT-2 BPE")
     p.add_argument("--data-dir", help="local data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto | float32 | bfloat16 | float16")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -52,7 +53,7 @@ def _cmd_search(args) -> int:
                    batch_size=args.batch_size, max_length=args.max_length, tokenizer=args.tokenizer,
                    split=args.split, data_dir=args.data_dir, dtype=args.dtype, device=args.device,
                    trust_remote_code=args.trust_remote_code, out=args.out, dry_run=args.dry_run,
-                   progress=not args.quiet)
+                   progress=not args.quiet, wait_lock=args.wait_lock)
     if not s:  # a non-zero rank of a multi-process run: rank 0 reports
         return 0
     if s.get("dry_run"):
@@ -112,6 +113,8 @@ def register(sub) -> None:
     se.add_argument("--calibrate", action="store_true", help="contextual calibration in every evaluation")
     se.add_argument("--dry-run", action="store_true", help="print the candidate count and a token estimate")
     se.add_argument("--out", default="runs/search", metavar="DIR", help="results; rerun to resume")
+    se.add_argument("--wait-lock", action="store_true", help="if another search holds --out, wait for it to "
+                                                             "finish instead of refusing")
     se.set_defaults(func=_cmd_search, parser=se)
 
     ap = icl_sub.add_parser("apply", help="write the model with an edit applied (dense, or --factorize)")
@@ -120,8 +123,8 @@ def register(sub) -> None:
     ap.add_argument("--edit", help="(required) edit.json from `leantune icl search`")
     ap.add_argument("--out", metavar="DIR", help="(required) output folder")
     ap.add_argument("--factorize", action="store_true", help="store edited matrices as two low-rank factors")
-    ap.add_argument("--head", default="causal-lm", help="causal-lm | seq-cls | base")
+    ap.add_argument("--head", default="causal-lm", choices=("causal-lm", "seq-cls", "base"))
     ap.add_argument("--tokenizer", help="tokenizer to save beside the model (default: the model's)")
-    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--dtype", default="auto", choices=DTYPES)
     ap.add_argument("--trust-remote-code", action="store_true")
     ap.set_defaults(func=_cmd_apply, parser=ap)

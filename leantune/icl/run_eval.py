@@ -9,6 +9,7 @@ from ..runinfo import versions, write_json, write_jsonl
 from ..tasks import resolve_task
 from .evaluator import ICLEvaluator
 from .splits import make_icl_data
+from .tokenize import check_vocab_fits
 
 
 def tokenizer_for(model_name: str, tokenizer: str | None, trust_remote_code: bool = False):
@@ -29,6 +30,7 @@ def icl_eval(model: str, task: str, shots: int = 4, n_eval: int | None = None, s
     tok = tokenizer_for(model, tokenizer, trust_remote_code)
     evaluator = ICLEvaluator(tok, task_obj, data.demos, data.test, calibrate=calibrate, batch_size=batch_size)
     lm = load_model(model, head="causal-lm", dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    check_vocab_fits(tok, lm, model, tokenizer)
     edit_info = None
     if edit:
         from ..svd.edits import apply_edit_file

@@ -15,6 +15,7 @@ import torch
 
 from ..arch import ATTN, MLP, ArchMap, get_arch
 from ..errors import LeantuneError
+from ..schema import INT, LIST, MAPPING, NUMBER, TEXT, check_fields
 from .lowrank import SVDCache, check_rate, rank_for, write_low_rank
 
 GROUPS = {"attn": ATTN, "mlp": MLP, "all": ATTN + MLP}
@@ -100,12 +101,32 @@ def read_edit_file(path: str) -> dict:
     if not p.is_file():
         raise LeantuneError(f"edit file {path} does not exist")
     try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise LeantuneError(f"edit file {path} is not valid JSON ({e.msg})") from None
-    if data.get("format") != "leantune-svd-edit/1":
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LeantuneError(f"edit file {path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != "leantune-svd-edit/1":
         raise LeantuneError(f"{path} is not a leantune edit file (written by `leantune icl search`)")
+    check_edit_schema(data, path)
     return data
+
+
+def check_edit_schema(data: dict, path: str) -> None:
+    """Keys and types of an edit file; ranges against a model are check_edit_fits' job."""
+    check_fields(data, f"edit file {path}", {"base_model": MAPPING, "edits": LIST},
+                 {"matrices": LIST, "svd_dtype": TEXT})
+    check_fields(data["base_model"], f"edit file {path}: base_model", {"model_type": TEXT, "num_layers": INT},
+                 {"name": TEXT, "hidden_size": INT})
+    if data.get("svd_dtype", "float32") not in ("float32", "float64"):
+        raise LeantuneError(f"edit file {path}: svd_dtype must be float32 or float64, got {data['svd_dtype']!r}")
+    for i, e in enumerate(data["edits"]):
+        check_fields(e, f"edit file {path}: edits[{i}]", {"layer": INT, "module": TEXT, "rate": NUMBER})
+        if set(e) - {"layer", "module", "rate"}:
+            raise LeantuneError(f"edit file {path}: edits[{i}] has unknown keys {sorted(set(e) - {'layer', 'module', 'rate'})}")
+        if not 0 <= e["rate"] < 1:
+            raise LeantuneError(f"edit file {path}: edits[{i}] rate {e['rate']} is outside [0, 1)")
+    for i, m in enumerate(data.get("matrices") or []):
+        check_fields(m, f"edit file {path}: matrices[{i}]",
+                     {"layer": INT, "matrix": TEXT, "rate": NUMBER, "rank": INT, "shape": LIST})
 
 
 def check_edit_fits(model, data: dict, path: str) -> None:
@@ -116,11 +137,22 @@ def check_edit_fits(model, data: dict, path: str) -> None:
             raise LeantuneError(f"edit file {path} was made for {base.get('name')} ({key}={base.get(key)}), but this "
                                 f"model has {key}={here.get(key)}; use the edit with the model it was searched on")
     arch = get_arch(model)
-    for m in data["matrices"]:
-        if m["matrix"] not in arch.names or m["layer"] >= arch.num_layers or \
+    for e in data["edits"]:
+        if not 0 <= e["layer"] < arch.num_layers:
+            raise LeantuneError(f"edit file {path}: layer {e['layer']} is out of range: the model has "
+                                f"{arch.num_layers} layers (0..{arch.num_layers - 1})")
+        module_matrices(arch, e["module"])  # an unknown module is one line naming the known ones
+    for m in data.get("matrices") or []:
+        if m["matrix"] not in arch.names or not 0 <= m["layer"] < arch.num_layers or \
                 list(arch.matrix(m["layer"], m["matrix"]).shape) != m["shape"]:
             raise LeantuneError(f"edit file {path}: layer {m['layer']} {m['matrix']} {m['shape']} does not exist "
                                 "in this model; use the edit with the model it was searched on")
+        # the rate decides what is applied; a rank that disagrees with it means the file was altered
+        expected = rank_for(m["rate"], tuple(m["shape"]))
+        if m["rank"] != expected:
+            raise LeantuneError(f"edit file {path}: layer {m['layer']} {m['matrix']} records rank {m['rank']}, but "
+                                f"rate {m['rate']:g} of a {m['shape'][0]}x{m['shape'][1]} matrix gives rank "
+                                f"{expected} (1..{min(m['shape'])}); was the file edited by hand?")
 
 
 def apply_edit_file(model, path: str, model_name: str | None = None) -> dict:

@@ -39,10 +39,17 @@ def parse_layers(spec: str | None, num_layers: int) -> list[int]:
         rng = re.fullmatch(r"(\d+)-(\d+)", part)
         sl = re.fullmatch(r"(-?\d*):(-?\d*)", part)
         if rng:
-            out += list(range(int(rng.group(1)), int(rng.group(2)) + 1))
+            a, b = int(rng.group(1)), int(rng.group(2))
+            if a > b:  # would select nothing: a one-candidate "search" that looks like a result
+                raise LeantuneError(f"--layers {part} is a reversed range; write {b}-{a}")
+            out += list(range(a, b + 1))
         elif sl:
             a, b = (int(x) if x else None for x in sl.groups())
-            out += list(range(num_layers))[a:b]
+            picked = list(range(num_layers))[a:b]
+            if not picked:
+                raise LeantuneError(f"--layers {part} selects no layer of the {num_layers}; "
+                                    "a slice a:b takes layers a..b-1")
+            out += picked
         elif re.fullmatch(r"-?\d+", part):
             out.append(int(part))
         else:

@@ -6,11 +6,13 @@ Each reader returns a list of plain records (dicts). Files are read as published
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
 
 from ..errors import LeantuneError
+from ..schema import read_utf8
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,8 +35,16 @@ def default_data_dir() -> Path | None:
 def _open(path: Path):
     if not path.is_file():
         raise LeantuneError(f"data file {path} does not exist; check --data-dir (or LEANTUNE_DATA_DIR)")
-    # utf-8-sig drops the BOM of the MRPC header; newline="" keeps csv in charge of CRLF (EmoC)
-    return open(path, encoding="utf-8-sig", newline="")
+    # decoded up front so that a non-UTF-8 file is one line with the byte offset, not an error mid-iteration;
+    # the BOM of the MRPC header is dropped; newline="" keeps csv in charge of CRLF (EmoC)
+    return io.StringIO(read_utf8(path, "data file", bom=True), newline="")
+
+
+def _objects(rows, path: Path) -> list[dict]:
+    for n, r in enumerate(rows, 1):
+        if not isinstance(r, dict):
+            raise LeantuneError(f"{path}: record {n} is {type(r).__name__}, not an object of column -> value")
+    return rows
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -46,7 +56,7 @@ def read_jsonl(path: Path) -> list[dict]:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise LeantuneError(f"{path}:{n} is not valid JSON ({e.msg}); fix the line or the file") from None
-    return rows
+    return _objects(rows, path)
 
 
 def read_tsv(path: Path, header: bool = True, fieldnames: list[str] | None = None) -> list[dict]:
@@ -55,6 +65,8 @@ def read_tsv(path: Path, header: bool = True, fieldnames: list[str] | None = Non
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         rows = list(reader)
     if header:
+        if not rows:
+            raise LeantuneError(f"data file {path} is empty; it needs a header row")
         fieldnames, rows = [c.strip() for c in rows[0]], rows[1:]
     out = []
     for r in rows:
@@ -73,6 +85,8 @@ def read_label_first_lines(path: Path) -> list[dict]:
         for line in f:
             line = line.rstrip("\n")
             if line.strip():
+                if " " not in line:
+                    raise LeantuneError(f"{path}: the line {line[:40]!r} has no '<label> <sentence>'")
                 label, sentence = line.split(" ", 1)
                 rows.append({"label": label, "sentence": sentence})
     return rows
@@ -85,11 +99,17 @@ def read_table(path: Path) -> list[dict]:
         return read_jsonl(path)
     if suffix == ".json":
         with _open(path) as f:
-            data = json.load(f)
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise LeantuneError(f"{path} is not valid JSON ({e}); fix the file") from None
         if not isinstance(data, list):
             raise LeantuneError(f"{path} must hold a JSON list of objects")
-        return data
+        return _objects(data, path)
     if suffix in (".csv", ".tsv"):
         with _open(path) as f:
-            return list(csv.DictReader(f, delimiter="," if suffix == ".csv" else "\t"))
+            try:
+                return list(csv.DictReader(f, delimiter="," if suffix == ".csv" else "\t"))
+            except csv.Error as e:
+                raise LeantuneError(f"{path} is not a valid {suffix[1:].upper()} file ({e})") from None
     raise LeantuneError(f"{path}: unknown data format '{suffix}'; use .jsonl, .json, .csv or .tsv")

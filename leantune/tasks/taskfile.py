@@ -18,10 +18,12 @@ label_words: [bad, good]   # ICL answer per label
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 from ..config import read_config_file
 from ..errors import LeantuneError
+from ..schema import LIST, MAPPING, TEXT, TEXT_LIST, check_fields
 from . import files
 from .registry import LocalSplit, Task
 
@@ -36,6 +38,7 @@ def load_task_file(path: str) -> Task:
     for key in ("data", "template"):
         if key not in spec:
             raise LeantuneError(f"task file {path}: missing '{key}'")
+    check_task_spec(spec, path)
     base = Path(path).resolve().parent
     label_field = spec.get("label_field", "label")
     choice_fields = spec.get("choice_fields")
@@ -67,6 +70,41 @@ def load_task_file(path: str) -> Task:
         return Task(**common, kind="multiple_choice",
                     choices=lambda r: [" " + str(r[f]) for f in choice_fields])
     return Task(**common, label_words=tuple(str(w) for w in spec["label_words"]))
+
+
+def check_task_spec(spec: dict, path: str) -> None:
+    """Types, template syntax and distinct labels / label words, before any data is read."""
+    check_fields(spec, f"task file {path}", {"data": MAPPING, "template": TEXT},
+                 {"name": TEXT, "label_field": TEXT, "labels": LIST, "text_fields": TEXT_LIST,
+                  "label_words": TEXT_LIST, "choice_fields": TEXT_LIST, "metric": TEXT})
+    if not spec["data"]:
+        raise LeantuneError(f"task file {path}: 'data' names no split; give e.g. train: train.jsonl")
+    for split, file in spec["data"].items():
+        if not isinstance(file, str):
+            raise LeantuneError(f"task file {path}: data.{split} must be a file name, got {file!r}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(spec["template"]) if f is not None]
+    except ValueError as e:  # "Single '{' encountered in format string", ...
+        raise LeantuneError(f"task file {path}: the template {spec['template']!r} is not a valid format string "
+                            f"({e}); write {{{{ and }}}} for literal braces") from None
+    for f in fields:
+        if not f.isidentifier():
+            raise LeantuneError(f"task file {path}: the template field {{{f}}} must be a column name, "
+                                "e.g. {text}; write {{ and }} for literal braces")
+    if spec.get("choice_fields") is not None and len(spec["choice_fields"]) < 2:
+        raise LeantuneError(f"task file {path}: choice_fields needs at least two columns")
+    labels, words = spec.get("labels"), spec.get("label_words")
+    if not spec.get("choice_fields") and labels is not None and words is not None:
+        if len(labels) < 2 or len(set(map(str, labels))) != len(labels):
+            raise LeantuneError(f"task file {path}: labels must be at least two distinct values, got {labels}")
+        if len(words) != len(labels):
+            raise LeantuneError(f"task file {path}: {len(labels)} labels but {len(words)} label_words; "
+                                "give one answer word per label, in the same order")
+        stripped = [w.strip() for w in words]
+        dup = sorted({w for w in stripped if stripped.count(w) > 1})
+        if dup:
+            raise LeantuneError(f"task file {path}: label_words repeat {dup}; each label needs its own word, "
+                                "or the labels cannot be told apart")
 
 
 def resolve_task(name_or_path: str) -> Task:

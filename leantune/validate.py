@@ -1,0 +1,139 @@
+"""Option checks where input enters: after the command line and ``--config`` are merged, before any work.
+
+One table says what each numeric or list option may hold; every command's options go through it, so a
+bad value is one line naming the flag (``leantune: error: --top-k must be an integer >= 1, got 0``)
+instead of a traceback from deep inside torch or transformers, or a silently empty run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+from .errors import LeantuneError
+
+
+def flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Number:
+    """An int or a finite float within [low, high] (``low_open``: strictly above ``low``)."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a finite number"
+        if self.low is not None and self.high is not None:
+            return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+        return what
+
+    def ok(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):  # bool is an int to Python, not to a user
+            return False
+        if self.kind is int and not isinstance(v, int):
+            return False
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return False
+        return self.high is None or (v < self.high if self.high_open else v <= self.high)
+
+    def check(self, dest: str, v) -> None:
+        if not self.ok(v):
+            raise LeantuneError(f"{flag(dest)} must be {self.describe()}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class NumberList:
+    """A comma-separated list (or a config-file list) whose items each satisfy ``item``."""
+
+    item: Number
+    example: str
+
+    def check(self, dest: str, v) -> None:
+        items = v.split(",") if isinstance(v, str) else v
+        if not isinstance(items, (list, tuple)) or not items:
+            raise LeantuneError(f"{flag(dest)} must be a comma-separated list such as {self.example}, got {v!r}")
+        for raw in items:
+            try:
+                x = self.item.kind(raw.strip()) if isinstance(raw, str) else raw
+            except ValueError:
+                raise LeantuneError(f"{flag(dest)} {v}: {raw.strip()!r} is not {self.item.describe().split(' in ')[0]}"
+                                    f"; give a comma-separated list such as {self.example}") from None
+            if not self.item.ok(x):
+                raise LeantuneError(f"{flag(dest)} {v}: each value must be {self.item.describe()}, got {raw!r}; "
+                                    f"e.g. {self.example}")
+
+
+COUNT = Number(int, 0)           # 0 allowed (e.g. zero-shot)
+AT_LEAST_1 = Number(int, 1)
+POSITIVE = Number(float, 0, low_open=True)
+NON_NEGATIVE = Number(float, 0)
+FRACTION = Number(float, 0, 1, high_open=True)
+SEED = Number(int, 0, 2**32 - 1)  # numpy's seed range (transformers.set_seed seeds numpy too)
+
+# dest -> rule, for every command that has the option
+RULES = {
+    "shots": COUNT, "top_k": AT_LEAST_1, "n_val": AT_LEAST_1, "n_test": AT_LEAST_1, "n_eval": AT_LEAST_1,
+    "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "max_length": AT_LEAST_1, "seed": SEED,
+    "rank": AT_LEAST_1, "alpha": POSITIVE, "dropout": FRACTION, "lr": POSITIVE, "v_lr_ratio": POSITIVE,
+    "k_lr_ratio": POSITIVE, "head_lr": POSITIVE, "loraplus_ratio": POSITIVE, "weight_decay": NON_NEGATIVE,
+    "warmup": NON_NEGATIVE, "max_steps": AT_LEAST_1, "epochs": POSITIVE, "eval_every": AT_LEAST_1,
+    "log_every": AT_LEAST_1, "max_train_samples": AT_LEAST_1, "max_eval_samples": AT_LEAST_1,
+    "steps": AT_LEAST_1, "monitor": COUNT, "eval_instances": AT_LEAST_1, "seeds": AT_LEAST_1,
+    "instances": AT_LEAST_1,
+    "rates": NumberList(FRACTION, "0,0.5,0.9,0.99"),
+}
+# where one name means something else in one command
+COMMAND_RULES = {
+    "lab study": {"shots": NumberList(COUNT, "1,4")},
+}
+HINTS = {"n_eval": " (omit --n-eval to evaluate the whole split)",
+         "max_steps": " (omit --max-steps to train for --epochs)"}
+
+
+def command_of(args: argparse.Namespace) -> str:
+    """``icl search``, ``finetune``, ``lab study``, ... from the parsed subcommand words."""
+    words = [getattr(args, k, None) for k in ("command", "icl_command", "lab_command")]
+    return " ".join(w for w in words if w)
+
+
+def check_values(values: dict, command: str = "") -> None:
+    """Every known option in ``values`` (None = not given) against its rule."""
+    rules = {**RULES, **COMMAND_RULES.get(command, {})}
+    for dest, v in values.items():
+        rule = rules.get(dest)
+        if rule is None or v is None:
+            continue
+        try:
+            rule.check(dest, v)
+        except LeantuneError as e:
+            raise LeantuneError(f"{e}{HINTS.get(dest, '')}") from None
+
+
+def check_choices(parser: argparse.ArgumentParser | None, args: argparse.Namespace) -> None:
+    """argparse checks ``choices`` only on the command line; a --config file's values come in as defaults."""
+    for action in getattr(parser, "_actions", ()):
+        v = getattr(args, action.dest, None)
+        if action.choices and v is not None and not isinstance(action, argparse._SubParsersAction) \
+                and v not in action.choices:
+            raise LeantuneError(f"{flag(action.dest)} must be one of {', '.join(map(str, action.choices))}, got {v!r}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """All option checks of one parsed command, then its output locations (nothing is written before)."""
+    from .outputs import check_outputs
+
+    command = command_of(args)
+    check_choices(getattr(args, "parser", None), args)
+    check_values({k: v for k, v in vars(args).items() if k not in ("parser", "func")}, command)
+    check_outputs(command, args)
