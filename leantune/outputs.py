@@ -71,7 +71,12 @@ def check_file(name: str, path: str, suffixes: tuple[str, ...] | None = None) ->
         raise LeantuneError(f"{name} {path} is a folder; give a file name such as {example}")
     if suffixes and p.suffix.lower() not in suffixes:
         raise LeantuneError(f"{name} {path}: the file name must end in {', '.join(suffixes)} (the image format)")
-    _probe_dir(f"the folder of {name}", p.parent if str(p.parent) else Path("."))
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LeantuneError(f"{name} {path} cannot be created: {parent} is a file, not a folder")
+    _probe_dir(f"the folder of {name}", p.parent)
 
 
 def check_outputs(command: str, args: argparse.Namespace) -> None:

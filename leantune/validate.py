@@ -18,6 +18,12 @@ def flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
+def _show(x) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 @dataclass(frozen=True)
 class Number:
     """An int or a finite float within [low, high] (``low_open``: strictly above ``low``)."""
@@ -30,10 +36,11 @@ class Number:
 
     def describe(self) -> str:
         what = "an integer" if self.kind is int else "a finite number"
+        low, high = _show(self.low), _show(self.high)
         if self.low is not None and self.high is not None:
-            return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{what} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
         if self.low is not None:
-            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+            return f"{what} {'>' if self.low_open else '>='} {low}"
         return what
 
     def ok(self, v) -> bool:

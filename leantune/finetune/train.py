@@ -125,6 +125,7 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     if not cfg.out:
         raise LeantuneError("--out is required: the directory for metrics.json, adapter/ and curves.png")
     out = Path(cfg.out)
+    new_dirs = [d for d in (out / "trainer", out) if not d.exists()]  # deepest first; the only ones we may remove
     data = load_data(cfg)
     tokenizer = tokenizer or load_tokenizer_for(cfg)
     set_seed(cfg.seed)  # the head's init and LoRA A matrices are seeded, identically on every rank
@@ -176,7 +177,12 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
 
         trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except BaseException:  # a stopped run leaves no empty folders behind (only ones made here, only if empty)
+        for d in new_dirs:
+            _rmdir_if_empty(d)
+        raise
     train_s = time.perf_counter() - t0
     # the last step's update is seen by no later loss: never write weights that became NaN/inf
     bad = next((t.key for t in adapted.trained if not torch.isfinite(t.param).all()), None)
@@ -206,11 +212,15 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     }
     if trainer.is_world_process_zero():
         write_outputs(adapted, cfg, data, tokenizer, metrics, out)
-        try:
-            (out / "trainer").rmdir()  # the Trainer's output_dir; nothing is saved there (save_strategy="no")
-        except OSError:
-            pass
+        _rmdir_if_empty(out / "trainer")  # the Trainer's output_dir; nothing is saved there (save_strategy="no")
     return metrics
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()  # fails, and so keeps the folder, unless it is empty
+    except OSError:
+        pass
 
 
 def _history(log_history: list[dict]) -> dict:

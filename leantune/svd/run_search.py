@@ -112,7 +112,7 @@ def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "m
 
     dist = _dist()
     out_dir = Path(out)
-    with search_lock(out_dir, dist.rank, dist.world, wait=wait_lock):  # one search per folder at a time
+    with search_lock(out_dir, dist.rank, wait=wait_lock):  # one search per folder at a time
         _check_run_dir(out_dir, cfg, dist.rank)
         cache = SVDCache(arch, getattr(torch, svd_dtype))
         search = Search(lm, arch, val_eval, cache, Journal(out_dir, dist.rank, dist.world), modules, dist, progress)

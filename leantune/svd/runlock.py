@@ -1,8 +1,13 @@
-"""One search per output folder at a time: an ``fcntl.flock`` on ``OUT/search.lock``.
+"""One search per output folder at a time: an ``fcntl.flock`` on the ``--out`` folder itself.
 
 Without it, two searches on the same ``--out`` both compute every candidate and both write
 ``summary.json``. The kernel drops the lock when its holder exits, even on SIGKILL, so a crashed run
-never leaves a stale lock; the file only records the holder's pid for the message.
+never leaves a stale lock. The holder writes its pid to ``search.pid`` for the refusal message and
+removes it when done, so the file exists only while a search runs (a SIGKILLed one leaves it, harmless:
+the next holder overwrites it).
+
+Under several processes only rank 0 takes the lock: if it is refused, it exits, and torchrun stops the
+other ranks of that run.
 """
 
 from __future__ import annotations
@@ -14,29 +19,35 @@ from pathlib import Path
 
 from ..errors import LeantuneError
 
+PID_FILE = "search.pid"
 
-def lock_path(out_dir: Path, rank: int = 0, world: int = 1) -> Path:
-    # each rank of a multi-process run locks its own file, so a second run is refused on every rank
-    return Path(out_dir) / ("search.lock" if world == 1 else f"search.rank{rank}.lock")
+
+def _holder(out_dir: Path) -> str:
+    try:
+        return (out_dir / PID_FILE).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 @contextmanager
-def search_lock(out_dir: Path, rank: int = 0, world: int = 1, wait: bool = False):
-    path = lock_path(out_dir, rank, world)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+def search_lock(out_dir: Path, rank: int = 0, wait: bool = False):
+    out_dir = Path(out_dir)
+    if rank != 0:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir, os.O_RDONLY)  # a folder can be flock'ed like a file: no lock file to leave behind
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            raise LeantuneError(f"another search (pid {holder}) is running in {out_dir}; wait for it to finish, "
-                                "pass --wait-lock to wait, or use another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+            raise LeantuneError(f"another search (pid {_holder(out_dir)}) is running in {out_dir}; wait for it to "
+                                "finish, pass --wait-lock to wait, or use another --out") from None
+        pid_file = out_dir / PID_FILE
+        pid_file.write_text(f"{os.getpid()}\n")
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            pid_file.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # releases the lock
