@@ -6,6 +6,8 @@ what was expected, instead of a ``KeyError`` or ``AttributeError`` wherever the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import LeantuneError
 
 INT = "an integer"
@@ -58,7 +60,7 @@ def read_utf8(path, what: str = "file", bom: bool = False) -> str:
 
     ``bom``: drop a leading UTF-8 byte-order mark (spreadsheet exports, the MRPC header).
     """
-    raw = open(path, "rb").read()
+    raw = Path(path).read_bytes()
     skip = 3 if bom and raw.startswith(b"\xef\xbb\xbf") else 0
     try:
         return raw[skip:].decode("utf-8")

@@ -34,14 +34,23 @@ class Number:
     low_open: bool = False
     high_open: bool = False
 
+    @property
+    def what(self) -> str:
+        return "an integer" if self.kind is int else "a finite number"
+
+    def interval(self) -> str:
+        """``[0, 1)``, ``(0, inf)``, ..."""
+        low = "-inf" if self.low is None else _show(self.low)
+        high = "inf" if self.high is None else _show(self.high)
+        return f"{'(' if self.low_open or self.low is None else '['}{low}, {high}" \
+               f"{')' if self.high_open or self.high is None else ']'}"
+
     def describe(self) -> str:
-        what = "an integer" if self.kind is int else "a finite number"
-        low, high = _show(self.low), _show(self.high)
         if self.low is not None and self.high is not None:
-            return f"{what} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+            return f"{self.what} in {self.interval()}"
         if self.low is not None:
-            return f"{what} {'>' if self.low_open else '>='} {low}"
-        return what
+            return f"{self.what} {'>' if self.low_open else '>='} {_show(self.low)}"
+        return self.what
 
     def ok(self, v) -> bool:
         if isinstance(v, bool) or not isinstance(v, (int, float)):  # bool is an int to Python, not to a user
@@ -74,11 +83,11 @@ class NumberList:
             try:
                 x = self.item.kind(raw.strip()) if isinstance(raw, str) else raw
             except ValueError:
-                raise LeantuneError(f"{flag(dest)} {v}: {raw.strip()!r} is not {self.item.describe().split(' in ')[0]}"
-                                    f"; give a comma-separated list such as {self.example}") from None
+                raise LeantuneError(f"{flag(dest)} {v}: {raw.strip()!r} is not {self.item.what}; give a "
+                                    f"comma-separated list such as {self.example}") from None
             if not self.item.ok(x):
-                raise LeantuneError(f"{flag(dest)} {v}: each value must be {self.item.describe()}, got {raw!r}; "
-                                    f"e.g. {self.example}")
+                raise LeantuneError(f"{flag(dest)} {v}: {x!r} is outside {self.item.interval()}; each value must be "
+                                    f"{self.item.describe()}, e.g. {self.example}")
 
 
 COUNT = Number(int, 0)           # 0 allowed (e.g. zero-shot)
