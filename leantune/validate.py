@@ -90,6 +90,26 @@ class NumberList:
                                     f"{self.item.describe()}, e.g. {self.example}")
 
 
+@dataclass(frozen=True)
+class Device:
+    """A torch device string that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+
+    def check(self, dest: str, v) -> None:
+        import torch
+
+        try:
+            dev = torch.device(v)
+        except (RuntimeError, TypeError):
+            raise LeantuneError(f"{flag(dest)} {v!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+        if dev.type == "cuda":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n == 0 or (dev.index or 0) >= n:
+                raise LeantuneError(f"{flag(dest)} {v}: this machine has {n} CUDA device(s); use cpu"
+                                    + (f" or cuda:0..cuda:{n - 1}" if n else ""))
+        elif dev.type == "mps" and not torch.backends.mps.is_available():
+            raise LeantuneError(f"{flag(dest)} mps is not available on this machine; use cpu")
+
+
 COUNT = Number(int, 0)           # 0 allowed (e.g. zero-shot)
 AT_LEAST_1 = Number(int, 1)
 POSITIVE = Number(float, 0, low_open=True)
@@ -107,7 +127,7 @@ RULES = {
     "log_every": AT_LEAST_1, "max_train_samples": AT_LEAST_1, "max_eval_samples": AT_LEAST_1,
     "steps": AT_LEAST_1, "monitor": COUNT, "eval_instances": AT_LEAST_1, "seeds": AT_LEAST_1,
     "instances": AT_LEAST_1,
-    "rates": NumberList(FRACTION, "0,0.5,0.9,0.99"),
+    "rates": NumberList(FRACTION, "0,0.5,0.9,0.99"), "device": Device(),
 }
 # where one name means something else in one command
 COMMAND_RULES = {

@@ -181,6 +181,9 @@ CASES = [
     ("--seed=-1", ICL_EVAL + ["--seed=-1"], "--seed must be an integer in [0,", None),
     ("--n-eval abc", ICL_EVAL + ["--n-eval", "abc"], "invalid int value: 'abc'", None),
     ("--dtype float8", ICL_EVAL + ["--dtype", "float8"], "invalid choice: 'float8'", None),
+    ("--device bogus", ICL_EVAL + ["--device", "bogus"], "'bogus' is not a device", None),
+    ("--device cuda:7", ICL_EVAL + ["--device", "cuda:7"], "CUDA device(s)", None),
+    ("--svd-dtype float16", ["inspect", "{gpt2}", "--svd-dtype", "float16"], "invalid choice: 'float16'", None),
     # 6: tokenizer beyond the embedding
     ("#6 tokenizer larger than the embedding", ["icl", "eval", "--model", "{gpt2_96}", "--tokenizer", "gpt2-offline",
                                                 "--task", "sst2", "--shots", "1", "--n-eval", "4", "--quiet"],
@@ -249,6 +252,8 @@ CASES = [
      lambda ws, fx: _file(ws, "c.yaml", "learning_rate: 0.1\n")),
     ("--config not UTF-8", FT + ["--config", "{file}"], "is not UTF-8 text: byte 0xe9 at offset 11",
      lambda ws, fx: _file(ws, "c.yaml", b"lr: 1e-4 # \xe9\n")),
+    ("finetune tokenizer larger than the embedding", FT + ["--tokenizer", "gpt2-offline"], "has 50257 tokens but",
+     None),
     ("#16 --rank 5000", FT + ["--rank", "5000", "--max-steps", "1"], "above min(out, in) = 32", None),
     ("#18 --max-steps 0", FT + ["--max-steps", "0"], "--max-steps must be an integer >= 1", None),
     ("#18 --max-steps=-3", FT + ["--max-steps=-3"], "--max-steps must be an integer >= 1", None),
@@ -264,6 +269,8 @@ CASES = [
     ("#12 lab study --shots a,b", ["lab", "study", "--shots", "a,b", "--out", "{prev}"], "'a' is not an integer;",
      None),
     ("#12 lab study --seeds 0", ["lab", "study", "--seeds", "0", "--out", "{prev}"], "--seeds must be", None),
+    ("lab train --out is a file", ["lab", "train", "--steps", "1", "--out", "{file}"], "is an existing file",
+     lambda ws, fx: _file(ws, "notes.txt")),
     ("#12 demo --out is a file", ["demo", "--out", "{file}", "--quick", "--quiet"], "existing file",
      lambda ws, fx: _file(ws, "notes.txt")),
     # 19: inspect plot paths

@@ -1,5 +1,6 @@
-"""Guards of long runs (issue 10, items 17, 20-22): the search journal after a torn write, one search per
-folder (a lock that SIGKILL releases), the stop on non-finite training numbers, and a quiet --quiet."""
+"""Guards of long runs (issue 10, items 17, 19-22): the search journal after a torn write, one search per
+folder (a lock that SIGKILL releases), the stop on non-finite training numbers, a quiet --quiet, a
+truncation length that fits the model, and the plot path that is printed."""
 
 import json
 import os
@@ -123,15 +124,18 @@ def test_non_finite_grad_norm_or_eval_loss_stops_training():
             guard.on_log(None, state, None, logs={key: float("inf") if key != "loss" else float("nan")})
 
 
-def test_quiet_finetune_prints_no_trainer_log_dicts(tmp_path, capsys):
-    mdir = model_dir(tmp_path, "bert")
-    train = write_csv(tmp_path / "train.csv", sentences(24, seed=1))
+def test_quiet_finetune_prints_no_trainer_log_dicts_and_truncates_at_the_models_positions(tmp_path, capsys):
+    mdir = model_dir(tmp_path, "bert")  # 64 positions
+    rows = [{**r, "text": " ".join([r["text"]] * 20)} for r in sentences(24, seed=1)]  # ~120 words each
+    train = write_csv(tmp_path / "train.csv", rows)
     assert main(["finetune", "--model", str(mdir), "--train-file", str(train), "--text-columns", "text",
                  "--max-steps", "2", "--log-every", "1", "--eval-every", "1", "--batch-size", "8", "--max-length",
-                 "16", "--quiet", "--out", str(tmp_path / "out")]) == 0
+                 "400", "--quiet", "--out", str(tmp_path / "out")]) == 0
     out, err = capsys.readouterr()
     assert "{'loss'" not in out + err and "'eval_loss'" not in out + err and "train_runtime" not in out + err
     assert "eval accuracy" in out  # leantune's own summary still prints
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["config"]["max_length"] == 64  # texts past the position embedding are cut there, not crashed on
 
 
 def test_plot_path_printed_is_the_file_written(gpt2, tmp_path, capsys):

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LeantuneError
+from ..model_fit import check_vocab_fits, fit_max_length
 from ..runinfo import versions  # one record of library versions for every command
 from .adapters import Adapted, attach
 from .artifacts import can_export_peft, dir_bytes, export_peft, save_adapter
@@ -132,6 +133,8 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     if model is None:
         model = load_model(cfg.model, head="seq-cls", num_labels=len(data.labels), dtype="float32",
                            trust_remote_code=cfg.trust_remote_code)
+    check_vocab_fits(tokenizer, model, cfg.model, cfg.tokenizer)
+    cfg.max_length = fit_max_length(cfg.max_length, model)  # recorded as used in metrics.json and the adapter
     if model.config.num_labels != len(data.labels):
         raise LeantuneError(f"the model has {model.config.num_labels} labels, task {data.task} has {len(data.labels)}")
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -9,7 +9,7 @@ from ..runinfo import versions, write_json, write_jsonl
 from ..tasks import resolve_task
 from .evaluator import ICLEvaluator
 from .splits import make_icl_data
-from .tokenize import check_vocab_fits
+from ..model_fit import check_vocab_fits
 
 
 def tokenizer_for(model_name: str, tokenizer: str | None, trust_remote_code: bool = False):

@@ -24,11 +24,3 @@ def encode(tokenizer, context: str, continuation: str) -> tuple[list[int], list[
                             "choose another label word")
     return ctx, cont
 
-
-def check_vocab_fits(tokenizer, model, model_name: str, tokenizer_name: str | None) -> None:
-    """Refuse a tokenizer whose ids reach beyond the model's embedding (an index error deep in the forward)."""
-    emb = model.get_input_embeddings()
-    rows = getattr(emb, "num_embeddings", None)
-    if rows is not None and len(tokenizer) > rows:
-        raise LeantuneError(f"the tokenizer ({tokenizer_name or model_name}) has {len(tokenizer)} tokens but "
-                            f"{model_name} embeds only {rows}; pass the --tokenizer the model was trained with")

@@ -63,13 +63,16 @@ def _check_run_dir(out: Path, config: dict, rank: int) -> None:
 def _evaluators(model_name, task, data, cfg, head, lm):
     from ..icl.evaluator import ClassifierEvaluator, ICLEvaluator
     from ..icl.run_eval import tokenizer_for
-    from ..icl.tokenize import check_vocab_fits
+    from ..model_fit import check_vocab_fits, fit_max_length
 
     tok = tokenizer_for(model_name, cfg["tokenizer"], cfg["trust_remote_code"])
     check_vocab_fits(tok, lm, model_name, cfg["tokenizer"])
     if head == "seq-cls":
-        return (ClassifierEvaluator(tok, task, data.val, cfg["batch_size"], cfg["max_length"]),
-                ClassifierEvaluator(tok, task, data.test, cfg["batch_size"], cfg["max_length"]))
+        max_length = fit_max_length(cfg["max_length"], lm)
+        if lm.config.pad_token_id is None:  # a causal LM loaded as a classifier: batches need a pad id
+            lm.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return (ClassifierEvaluator(tok, task, data.val, cfg["batch_size"], max_length),
+                ClassifierEvaluator(tok, task, data.test, cfg["batch_size"], max_length))
     return (ICLEvaluator(tok, task, data.demos, data.val, cfg["calibrate"], cfg["batch_size"]),
             ICLEvaluator(tok, task, data.demos, data.test, cfg["calibrate"], cfg["batch_size"]))
 

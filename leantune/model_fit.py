@@ -1,0 +1,31 @@
+"""Does this input fit this model? Checked right after loading, before the first forward pass.
+
+Without these checks the mismatch surfaces as an index error deep inside the model's embedding.
+"""
+
+from __future__ import annotations
+
+from .errors import LeantuneError
+
+
+def check_vocab_fits(tokenizer, model, model_name: str, tokenizer_name: str | None) -> None:
+    """Refuse a tokenizer whose ids reach beyond the model's embedding."""
+    rows = getattr(model.get_input_embeddings(), "num_embeddings", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise LeantuneError(f"the tokenizer ({tokenizer_name or model_name}) has {len(tokenizer)} tokens but "
+                            f"{model_name} embeds only {rows}; pass the --tokenizer the model was trained with")
+
+
+def position_limit(model) -> int | None:
+    cfg = model.config
+    limit = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+    if limit and cfg.model_type in ("roberta", "xlm-roberta", "camembert"):
+        limit -= (cfg.pad_token_id or 0) + 1  # positions start after the padding index
+    return limit
+
+
+def fit_max_length(max_length: int, model) -> int:
+    """The truncation length to use: at most the model's positions (texts past them would index beyond the
+    position embedding; the model cannot read them anyway, so truncating there loses nothing it could use)."""
+    limit = position_limit(model)
+    return min(max_length, limit) if limit else max_length
