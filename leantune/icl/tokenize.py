@@ -23,4 +23,3 @@ def encode(tokenizer, context: str, continuation: str) -> tuple[list[int], list[
         raise LeantuneError(f"the answer {continuation!r} tokenizes to nothing after its context; "
                             "choose another label word")
     return ctx, cont
-

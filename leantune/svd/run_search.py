@@ -19,8 +19,8 @@ from ..errors import LeantuneError
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import edit_record, edited
 from .journal import Journal
-from .runlock import search_lock
 from .lowrank import SVDCache
+from .runlock import one_search_per_folder
 from .search import BASELINE, Dist, Search, candidate_key
 from .strategies import STRATEGIES, check_grid, parse_layers
 
@@ -77,13 +77,14 @@ def _evaluators(model_name, task, data, cfg, head, lm):
             ICLEvaluator(tok, task, data.demos, data.test, cfg["calibrate"], cfg["batch_size"]))
 
 
+@one_search_per_folder  # adds wait_lock=False: wait for another search on the same out instead of refusing
 def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "mlp,attn", layers: str = "all",
                rates: str | list = PAPER_RATES, shots: int = 4, n_val: int = 200, n_test: int | None = 500,
                seed: int = 0, top_k: int = 3, svd_dtype: str = "float32", evaluator: str = "icl",
                calibrate: bool = False, batch_size: int = 16, max_length: int = 128, tokenizer: str | None = None,
                split: str = "validation", data_dir: str | None = None, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False, out: str = "runs/search", dry_run: bool = False,
-               progress: bool = True, wait_lock: bool = False) -> dict:
+               progress: bool = True) -> dict:
     from ..icl.splits import make_icl_data
     from ..models import load_model
     from ..tasks import resolve_task
@@ -115,54 +116,53 @@ def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "m
 
     dist = _dist()
     out_dir = Path(out)
-    with search_lock(out_dir, dist.rank, wait=wait_lock):  # one search per folder at a time
-        _check_run_dir(out_dir, cfg, dist.rank)
-        cache = SVDCache(arch, getattr(torch, svd_dtype))
-        search = Search(lm, arch, val_eval, cache, Journal(out_dir, dist.rank, dist.world), modules, dist, progress)
-        t0 = time.perf_counter()
-        info = {}
-        if strategy == "grid":
-            chosen, cands = search.grid(layer_list, rates)
-        elif strategy == "paper":
-            chosen, cands, info = search.paper(layer_list, rates, top_k)
-        else:
-            chosen, cands = search.greedy(layer_list, rates)
-        search_seconds = time.perf_counter() - t0
-        if dist.rank != 0:
-            return {}
+    _check_run_dir(out_dir, cfg, dist.rank)
+    cache = SVDCache(arch, getattr(torch, svd_dtype))
+    search = Search(lm, arch, val_eval, cache, Journal(out_dir, dist.rank, dist.world), modules, dist, progress)
+    t0 = time.perf_counter()
+    info = {}
+    if strategy == "grid":
+        chosen, cands = search.grid(layer_list, rates)
+    elif strategy == "paper":
+        chosen, cands, info = search.paper(layer_list, rates, top_k)
+    else:
+        chosen, cands = search.greedy(layer_list, rates)
+    search_seconds = time.perf_counter() - t0
+    if dist.rank != 0:
+        return {}
 
-        chosen = [e for e in chosen if e.rate > 0]
-        results = search.state.results
-        base_val = results[BASELINE]["val_accuracy"]
-        best_val = results[candidate_key(chosen)]["val_accuracy"]
-        test_before = test_eval.evaluate(lm, progress=progress)
-        with edited(arch, chosen, cache):
-            test_after = test_eval.evaluate(lm, progress=progress)
-        record = edit_record(lm, model, chosen, svd_dtype)
-        write_json(out_dir / "edit.json", record)
-        write_jsonl(out_dir / "test_predictions.jsonl",
-                    [{**a, "pred_before": b["pred"], "correct_before": b["correct"]}
-                     for a, b in zip(test_after.predictions, test_before.predictions)])
-        from ..report import plot_search_heatmap
+    chosen = [e for e in chosen if e.rate > 0]
+    results = search.state.results
+    base_val = results[BASELINE]["val_accuracy"]
+    best_val = results[candidate_key(chosen)]["val_accuracy"]
+    test_before = test_eval.evaluate(lm, progress=progress)
+    with edited(arch, chosen, cache):
+        test_after = test_eval.evaluate(lm, progress=progress)
+    record = edit_record(lm, model, chosen, svd_dtype)
+    write_json(out_dir / "edit.json", record)
+    write_jsonl(out_dir / "test_predictions.jsonl",
+                [{**a, "pred_before": b["pred"], "correct_before": b["correct"]}
+                 for a, b in zip(test_after.predictions, test_before.predictions)])
+    from ..report import plot_search_heatmap
 
-        plot_search_heatmap([results[candidate_key(c)] for c in cands if len(c) <= 1], modules, rates,
-                            out_dir / "heatmap.png", title=f"{task_obj.name}: validation accuracy by layer and rate",
-                            baseline=base_val)
-        summary = {
-            "task": task_obj.name, "model": model, "strategy": strategy, "chosen_edits": record["edits"],
-            "chosen_matrices": record["matrices"],
-            "validation": {"before": base_val, "after": best_val, "n": results[BASELINE]["n_val"]},
-            "test": {"before": test_before.metrics["accuracy"], "after": test_after.metrics["accuracy"],
-                     "n": test_after.metrics["n"]},
-            "candidates": {"total": len({candidate_key(c) for c in cands}), "evaluated_this_run": search.state.evaluated_now},
-            "seconds": {"search_this_run": search_seconds, "test": test_before.metrics["seconds"]
-                        + test_after.metrics["seconds"]},
-            "tokens_processed": {"search_this_run": search.state.tokens,
-                                 "test": test_before.metrics["tokens_processed"] + test_after.metrics["tokens_processed"]},
-            "paper_layer_choice": info, "examples": data.manifest(), "config": cfg, "versions": versions(),
-        }
-        write_json(out_dir / "summary.json", summary)
-        return summary
+    plot_search_heatmap([results[candidate_key(c)] for c in cands if len(c) <= 1], modules, rates,
+                        out_dir / "heatmap.png", title=f"{task_obj.name}: validation accuracy by layer and rate",
+                        baseline=base_val)
+    summary = {
+        "task": task_obj.name, "model": model, "strategy": strategy, "chosen_edits": record["edits"],
+        "chosen_matrices": record["matrices"],
+        "validation": {"before": base_val, "after": best_val, "n": results[BASELINE]["n_val"]},
+        "test": {"before": test_before.metrics["accuracy"], "after": test_after.metrics["accuracy"],
+                 "n": test_after.metrics["n"]},
+        "candidates": {"total": len({candidate_key(c) for c in cands}), "evaluated_this_run": search.state.evaluated_now},
+        "seconds": {"search_this_run": search_seconds, "test": test_before.metrics["seconds"]
+                    + test_after.metrics["seconds"]},
+        "tokens_processed": {"search_this_run": search.state.tokens,
+                             "test": test_before.metrics["tokens_processed"] + test_after.metrics["tokens_processed"]},
+        "paper_layer_choice": info, "examples": data.manifest(), "config": cfg, "versions": versions(),
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary
 
 
 def _dry_run(strategy, layers, modules, rates, num_layers, val_eval, top_k) -> dict:

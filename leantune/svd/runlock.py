@@ -7,12 +7,14 @@ removes it when done, so the file exists only while a search runs (a SIGKILLed o
 the next holder overwrites it).
 
 Under several processes only rank 0 takes the lock: if it is refused, it exits, and torchrun stops the
-other ranks of that run.
+other ranks of that run. The lock is taken before the model loads, so a refusal costs a second.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
+import inspect
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,14 +37,20 @@ def search_lock(out_dir: Path, rank: int = 0, wait: bool = False):
     if rank != 0:
         yield
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir, os.O_RDONLY)  # a folder can be flock'ed like a file: no lock file to leave behind
-    try:
+    made = not out_dir.exists()
+    while True:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir, os.O_RDONLY)  # a folder can be flock'ed like a file: no lock file to leave behind
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            os.close(fd)
             raise LeantuneError(f"another search (pid {_holder(out_dir)}) is running in {out_dir}; wait for it to "
                                 "finish, pass --wait-lock to wait, or use another --out") from None
+        if os.fstat(fd).st_nlink > 0:
+            break
+        os.close(fd)  # the holder we waited for failed early and removed the empty folder it made: make it again
+    try:
         pid_file = out_dir / PID_FILE
         pid_file.write_text(f"{os.getpid()}\n")
         try:
@@ -51,3 +59,25 @@ def search_lock(out_dir: Path, rank: int = 0, wait: bool = False):
             pid_file.unlink(missing_ok=True)
     finally:
         os.close(fd)  # releases the lock
+        if made and not any(out_dir.iterdir()):  # a search refused before writing leaves no empty folder
+            out_dir.rmdir()
+
+
+def one_search_per_folder(search):
+    """Run ``search(..., out=DIR, dry_run=False)`` holding the lock of DIR (a dry run writes nothing: no lock).
+
+    Adds the keyword ``wait_lock=False``: wait for another search on DIR to finish instead of refusing.
+    """
+    signature = inspect.signature(search)
+
+    @functools.wraps(search)
+    def locked(*args, wait_lock: bool = False, **kwargs):
+        given = signature.bind(*args, **kwargs)
+        given.apply_defaults()
+        if given.arguments["dry_run"]:
+            return search(*args, **kwargs)
+        rank = int(os.environ.get("RANK", "0"))  # torchrun / accelerate set it; the search's own Dist agrees
+        with search_lock(Path(given.arguments["out"]), rank, wait=wait_lock):
+            return search(*args, **kwargs)
+
+    return locked
