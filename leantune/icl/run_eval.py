@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..models import gpt2_tokenizer_offline, load_model, load_tokenizer
+from ..models import gpt2_tokenizer_offline, load_model, load_tokenizer, model_source
 from ..runinfo import versions, write_json, write_jsonl
 from ..tasks import resolve_task
 from .evaluator import ICLEvaluator
@@ -36,7 +36,8 @@ def icl_eval(model: str, task: str, shots: int = 4, n_eval: int | None = None, s
         edit_info = apply_edit_file(lm, edit, model)
     result = evaluator.evaluate(lm, progress=progress)
     metrics = {**result.metrics, "task": task_obj.name, "shots_per_class": shots, "edit": edit_info,
-               "examples": data.manifest(), "config": config, "versions": versions()}
+               "examples": data.manifest(), "config": config, "model_source": model_source(model),
+               "versions": versions()}
     if out:
         write_json(Path(out) / "metrics.json", metrics)
         write_jsonl(Path(out) / "predictions.jsonl", result.predictions)

@@ -16,6 +16,7 @@ import torch
 
 from ..arch import get_arch
 from ..errors import LeantuneError
+from ..models import model_source
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import edit_record, edited
 from .journal import Journal
@@ -147,7 +148,8 @@ def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "m
                     + test_after.metrics["seconds"]},
         "tokens_processed": {"search_this_run": search.state.tokens,
                              "test": test_before.metrics["tokens_processed"] + test_after.metrics["tokens_processed"]},
-        "paper_layer_choice": info, "examples": data.manifest(), "config": cfg, "versions": versions(),
+        "paper_layer_choice": info, "examples": data.manifest(), "config": cfg, "model_source": model_source(model),
+        "versions": versions(),
     }
     write_json(out_dir / "summary.json", summary)
     return summary
