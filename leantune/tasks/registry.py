@@ -207,6 +207,11 @@ _register(Task(
 _register(Task(
     "agnews", labels=("World", "Sports", "Business", "Sci/Tech"), text_fields=("text",),
     template="Article: {text}\nAnswer:", label_words=("World", "Sports", "Business", "Technology"),
+    # Locally only the published test split ships (``agnews/test.csv``): the ICL splits carve test first and
+    # draw demonstrations/validation from the rest; fine-tuning carves its eval split (both seeded, recorded).
+    local={"test": LocalSplit("agnews/test.csv", files.read_table,
+                              lambda r: {"text": f"{r['Title']} {r['Description']}",
+                                         "label": int(r["Class Index"]) - 1})},
     hub=HubSource("fancyzhx/ag_news", None, {"train": "train", "test": "test"},
                   _pick(text="text", label=lambda r: int(r["label"]))),
 ))
@@ -267,6 +272,12 @@ def _load_hub(task: Task, split: str) -> list[dict]:
         raise LeantuneError(f"cannot load {task.hub.path}{'/' + task.hub.config if task.hub.config else ''} "
                             f"from the hub ({first}); set LEANTUNE_DATA_DIR to local files") from None
     return [{**task.hub.convert(r), "idx": i} for i, r in enumerate(ds)]
+
+
+def only_local_split(task: Task, data_dir) -> str | None:
+    """The one labelled split a task has locally when it lacks a train split (BoolQ, QNLI, AG News), else None."""
+    have = available_splits(task, None if data_dir is None else Path(data_dir))
+    return have[0] if len(have) == 1 and "train" not in have else None
 
 
 def carve(records: list[dict], n: int, seed: int) -> tuple[list[dict], list[dict]]:
