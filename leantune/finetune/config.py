@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import LeantuneError
 
-TARGETS = ("qv", "qkv", "q", "v", "k", "attn", "all")
+TARGETS = ("qv", "qkv", "qk", "q", "v", "k", "attn", "all")
 METHODS = ("full", "lora", "dora")
 
 

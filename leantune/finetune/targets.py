@@ -10,6 +10,7 @@ from ..errors import LeantuneError
 TARGET_MATRICES: dict[str, tuple[str, ...]] = {
     "qv": ("q", "v"),
     "qkv": ("q", "k", "v"),
+    "qk": ("q", "k"),  # the paper's control: is it V that matters, or any second matrix?
     "q": ("q",),
     "v": ("v",),
     "k": ("k",),
