@@ -83,7 +83,7 @@ def test_a_whole_fused_weight_cannot_get_a_v_ratio():
     model = _seq_cls("gpt2")
     model.requires_grad_(False)
     get_arch(model).matrix(0, "v").weight.requires_grad_(True)  # c_attn: Q, K and V rows in one tensor
-    with pytest.raises(LeantuneError, match="method='full'"):
+    with pytest.raises(LeantuneError, match="q/k/v in one weight and it trains as one tensor"):
         qv_param_groups(model, 1e-3)
 
 
@@ -106,6 +106,20 @@ def test_peft_lora_groups_come_from_the_arch_map(dora):
     assert set().union(*(g[2] for g in groups.values())) == trainable
     assert groups["head"][0] == 1e-3  # modules_to_save copy of the classifier
     assert not any(k.startswith("k") for k in groups)
+
+
+def test_peft_lora_on_mlp_and_embeddings_trains_at_lr_with_loraplus():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(_seq_cls("llama"), LoraConfig(task_type="SEQ_CLS", r=4,
+                                                         target_modules=["v_proj", "gate_proj", "embed_tokens"]))
+    groups = _by_name(qv_param_groups(model, 1e-3, v_ratio=4.0, loraplus_ratio=8.0))
+    arch = get_arch(model)
+    gates = [arch.matrix(i, "mlp_gate").module for i in range(arch.num_layers)]
+    assert groups["mlp_gate.lora_B"] == (8e-3, 0.0, {id(m.lora_B["default"].weight) for m in gates})
+    assert groups["v.lora_B"][0] == 4.0 * 8e-3
+    emb = model.get_base_model().model.embed_tokens
+    assert groups["all.lora_B"] == (8e-3, 0.0, {id(emb.lora_embedding_B["default"])})
 
 
 def test_peft_lora_on_a_fused_qkv_is_refused():
@@ -150,6 +164,7 @@ def test_trainer_checkpoint_holds_only_adapter_keys_and_resumes(tmp_path, method
     trainer = tf.Trainer(model=model, args=args, train_dataset=rows,
                          optimizers=(create_optimizer(model, lr=1e-2), None))
     trainer.train()
+    assert "eval_loss" in trainer.evaluate(rows)
     trainer.save_model(str(tmp_path / "ckpt"))
     saved = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
     assert set(saved) == keys
@@ -168,6 +183,9 @@ def test_adapted_model_behaves_as_the_model():
     model = attach_adapters(base, AdapterConfig(targets=("q", "v"), method="lora", rank=4, alpha=8))
     assert model.config is base.config and get_arch(model).model is base
     assert "input_ids" in inspect.signature(model.forward).parameters  # what the Trainer reads
+    from transformers.utils.generic import find_labels
+
+    assert find_labels(type(model)) == ["labels"]  # without it the Trainer would compute no eval loss
     x = tiny_input()
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=x).logits, base(input_ids=x).logits)

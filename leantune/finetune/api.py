@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-import functools
+import inspect
 
 import torch
 from torch import nn
@@ -40,10 +40,9 @@ class AdaptedModel(nn.Module):
         super().__init__()
         self.model = model
         self.__dict__["adapted"] = adapted  # a plain object, not a submodule (its tensors live in `model`)
-        # The Trainer reads forward's signature to choose dataset columns: expose the wrapped model's.
-        forward = functools.partial(_forward, self)
-        forward.__wrapped__ = model.forward
-        self.__dict__["forward"] = forward
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
 
     def __getattr__(self, name: str):
         try:
@@ -94,8 +93,24 @@ class AdaptedModel(nn.Module):
         return self.adapted.merge()
 
 
-def _forward(wrapper: AdaptedModel, *args, **kwargs):
-    return wrapper.model(*args, **kwargs)
+_CLASSES: dict[type, type] = {}
+
+
+def adapted_class(model_cls: type) -> type:
+    """``AdaptedModel`` whose ``forward`` has the signature of ``model_cls.forward``, for each model class.
+
+    The Trainer reads it to keep dataset columns (``input_ids``, ...) and to find the label names
+    (``labels``): with a bare ``*args, **kwargs`` it would drop every column and never compute eval loss.
+    """
+    if model_cls not in _CLASSES:
+        def forward(self, *args, **kwargs):
+            return self.model(*args, **kwargs)
+
+        forward.__signature__ = inspect.signature(model_cls.forward)
+        forward.__doc__ = model_cls.forward.__doc__
+        _CLASSES[model_cls] = type(f"Adapted{model_cls.__name__}", (AdaptedModel,),
+                                   {"forward": forward, "__module__": __name__})
+    return _CLASSES[model_cls]
 
 
 def _head_kind(model: nn.Module) -> str:
@@ -112,13 +127,18 @@ def attach_adapters(model: nn.Module, config: AdapterConfig | None = None, **ove
     """
     cfg = AdapterConfig(**{**(vars(config) if config is not None else {}), **overrides}).check()
     adapted = attach(model, cfg.targets, cfg.method, cfg.rank, cfg.alpha, cfg.dropout, train_head=cfg.train_head)
-    return AdaptedModel(model, adapted)
+    return adapted_class(type(model))(model, adapted)
 
 
 # --- what trains in a model, asked of the architecture map ----------------------------------------------------
 def _is_peft_lora(module: nn.Module) -> bool:
     # PEFT's LoraLayer API (lora.Linear, lora.Embedding, ...): adapters in ModuleDicts keyed by adapter name
     return hasattr(module, "base_layer") and isinstance(getattr(module, "lora_A", None), nn.ModuleDict)
+
+
+def _same_ratio(m) -> bool:
+    """A fused weight whose parts all get the same lr (e.g. an MLP's gate|up) can train as one tensor."""
+    return all(n not in ATTN for n in (m.name,) + m.fused_with)
 
 
 def trained_tensors(model: nn.Module) -> list[Trained]:
@@ -140,7 +160,7 @@ def trained_tensors(model: nn.Module) -> list[Trained]:
             seen.add(id(p))
             out.append(Trained(names.get(id(p), f"{group}.{role}"), group, role, p, m))
 
-    for m in arch.matrices(names=[n for n in ATTN if n in arch.names]):
+    for m in arch.matrices():  # every logical matrix: q, k, v, o and the MLP ones (those train at lr)
         mod = m.module
         lora = getattr(mod, "leantune_lora", None)
         if lora is not None and m.name in lora.lora_A:  # leantune LoRA / DoRA (fused slices too)
@@ -154,10 +174,8 @@ def trained_tensors(model: nn.Module) -> list[Trained]:
                 if part is not None:
                     add(m.name, "bias" if tensor_name == "bias" else "weight", part, m)
         elif _is_peft_lora(mod):
-            if m.fused and any(p.requires_grad for p in mod.parameters()):
-                raise LeantuneError(f"{m.module_path} holds {'/'.join((m.name,) + m.fused_with)} in one weight and "
-                                    "PEFT's LoRA on it trains them together, so lr_V != lr_Q cannot apply; use "
-                                    "leantune.attach_adapters (LoRA on the Q and V slices only)")
+            if m.fused and not _same_ratio(m):
+                continue  # left to the check below: an error only if it trains
             for key in mod.lora_A:
                 add(m.name, "lora_A", mod.lora_A[key].weight, m)
                 add(m.name, "lora_B", mod.lora_B[key].weight, m)
@@ -169,17 +187,27 @@ def trained_tensors(model: nn.Module) -> list[Trained]:
             if getattr(base, "bias", None) is not None:
                 add(m.name, "bias", base.bias, m)
         else:  # the matrix itself
-            if m.fused:
-                if m.weight.requires_grad:
-                    raise LeantuneError(f"{m.module_path} is trainable as one tensor holding "
-                                        f"{'/'.join((m.name,) + m.fused_with)}: lr_V != lr_Q cannot apply to it; use "
-                                        "leantune.attach_adapters(model, method='full') to train the Q and V slices")
-                continue
+            if m.fused and not _same_ratio(m):
+                continue  # left to the check below: an error only if it trains
             add(m.name, "weight", m.weight, m)
             if m.bias is not None:
                 add(m.name, "bias", m.bias, m)
+    for m in arch.matrices(names=[n for n in ATTN if n in arch.names]):
+        if m.fused and not _same_ratio(m) and any(p.requires_grad and id(p) not in seen for p in m.module.parameters()):
+            how = "PEFT's LoRA on it trains them together" if _is_peft_lora(m.module) else "it trains as one tensor"
+            raise LeantuneError(f"{m.module_path} holds {'/'.join((m.name,) + m.fused_with)} in one weight and {how}, "
+                                "so lr_V != lr_Q cannot apply; use leantune.attach_adapters (method 'full', 'lora' "
+                                "or 'dora' on the Q and V slices only)")
     for name, p in head_parameters(model).items():
         add("head", "bias" if p.ndim < 2 else "weight", p)
+    for mod in model.modules():  # PEFT LoRA elsewhere (MLP, embeddings): lr, LoRA+ on B
+        if _is_peft_lora(mod):
+            for key in mod.lora_A:
+                add("all", "lora_A", mod.lora_A[key].weight)
+                add("all", "lora_B", mod.lora_B[key].weight)
+            for key in getattr(mod, "lora_embedding_A", {}):  # lora.Embedding keeps plain parameters
+                add("all", "lora_A", mod.lora_embedding_A[key])
+                add("all", "lora_B", mod.lora_embedding_B[key])
     for name, p in model.named_parameters():  # anything else that trains (embeddings, norms, MLP): lr
         add("all", "bias" if p.ndim < 2 else "weight", p)
     return out

@@ -18,6 +18,7 @@ group               learning rate                      weight decay
 ``head.bias``       head_lr                            0
 ``all``             lr  (targets=all baseline)         weight_decay
 ``all.no_decay``    lr  (1-D: biases, norms)           0
+``all.lora_A|B``    lr / loraplus_ratio * lr           weight_decay  (PEFT LoRA outside attention)
 ==================  =================================  ==============
 
 Each lr is computed as ``(lr * role_ratio) * matrix_ratio`` so that ``lr_V == lambda * lr_Q`` holds exactly
@@ -51,6 +52,9 @@ def build_groups(trained: list[Trained], lr: float, v_ratio: float = 4.0, k_rati
         if t.group == "head":
             name = "head" + (".bias" if t.role == "bias" else "")
             group_lr = head_lr
+        elif t.group == "all" and t.role in ("lora_A", "lora_B"):  # adapters outside q/k/v/o (PEFT on an MLP)
+            name = "all" + ROLE_SUFFIX[t.role]
+            group_lr = lr * (loraplus_ratio if t.role == "lora_B" else 1.0)
         elif t.group == "all":
             name = "all" + (".no_decay" if t.role == "bias" else "")
             group_lr = lr

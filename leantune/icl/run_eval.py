@@ -32,9 +32,9 @@ def icl_eval(model: str, task: str, shots: int = 4, n_eval: int | None = None, s
     edit_info = None
     if edit:
         # a recipe step (this file is the `icl eval` recipe, not the icl engine): the svd engine edits the model
-        from ..svd.edits import apply_edit_file
+        from ..svd.api import apply_edit
 
-        edit_info = apply_edit_file(lm, edit, model)
+        edit_info = apply_edit(lm, edit)
     m = prepared.run(lm, progress=progress)
     predictions = m.pop("predictions")
     examples = m.pop("examples")

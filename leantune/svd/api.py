@@ -220,4 +220,5 @@ def apply_edit(model, edit, svd_dtype: str | None = None) -> dict:
     edits = [e if isinstance(e, Edit) else Edit(**e) for e in edits]
     arch = get_arch(model)
     done = apply_edits(arch, edits, SVDCache(arch, getattr(torch, svd_dtype or "float32")))
-    return {"file": where if where != "edit" else None, "edits": [vars(e) for e in edits], "matrices": done}
+    listed = edit["edits"] if isinstance(edit, dict) else [vars(e) for e in edits]
+    return {"file": where if where != "edit" else None, "edits": listed, "matrices": done}
