@@ -32,6 +32,7 @@ from torch import nn
 
 from ..arch import ArchMap, LogicalMatrix, get_arch, head_parameters
 from ..errors import LeantuneError
+from .config import AdapterConfig
 from .methods import Trained, get_method
 from .methods.full import FusedRows  # noqa: F401  (re-exported: where these lived before the method registry)
 from .methods.lora import LoraRows, _lora_forward  # noqa: F401
@@ -95,8 +96,9 @@ class Adapted:
         return self.model
 
 
-def attach(model: nn.Module, targets="qv", method: str = "lora", rank: int = 8, alpha: float = 16.0,
-           dropout: float = 0.0, train_head: bool = True) -> Adapted:
+def attach(model: nn.Module, targets=AdapterConfig.targets, method: str = AdapterConfig.method,
+           rank: int = AdapterConfig.rank, alpha: float = AdapterConfig.alpha, dropout: float = AdapterConfig.dropout,
+           train_head: bool = AdapterConfig.train_head) -> Adapted:
     """Freeze ``model`` and make the chosen logical matrices (and the task head) trainable.
 
     ``targets``: a preset (qv, qkv, q, v, k, attn, all) or a tuple of logical matrix names (("q", "v")).

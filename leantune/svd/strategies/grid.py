@@ -17,6 +17,3 @@ class Grid(Strategy):
         with search.bar(len(cands)) as bar:
             search.run_candidates(cands, bar)
         return Outcome(search.best(cands), cands)
-
-    def planned(self, layers, modules, rates):
-        return [(layer, m) for layer in layers for m in modules for r in rates if r > 0]
