@@ -98,7 +98,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     if dtype not in DTYPES:
         raise LeantuneError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     where = resolve(name)
-    from .svd.factorized import is_factorized, load_factorized
+    from .factorized import is_factorized, load_factorized
 
     if is_factorized(where):  # written by `leantune icl apply --factorize`
         return load_factorized(where, dtype=dtype, device=device)

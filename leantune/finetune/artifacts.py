@@ -41,8 +41,11 @@ def dir_bytes(path: str | Path) -> int:
 
 def can_export_peft(adapted: Adapted) -> bool:
     """PEFT wraps whole modules: exportable when every LoRA target is a whole nn.Linear (no fused slice)."""
+    from .methods import get_method
+
     mats = [t.matrix for t in adapted.trained if t.matrix is not None]
-    return adapted.method == "lora" and bool(mats) and all(not m.fused and not m.transposed for m in mats)
+    return get_method(adapted.method).peft_exportable and bool(mats) and \
+        all(not m.fused and not m.transposed for m in mats)
 
 
 def export_peft(adapted: Adapted, out_dir: str | Path, base_model: str) -> Path:
