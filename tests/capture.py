@@ -18,9 +18,11 @@ from torch import nn
 # Normalisations some families apply to q and k between the projection and the attention product.
 QK_NORMS = ("q_norm", "k_norm", "q_layernorm", "k_layernorm", "query_layernorm", "key_layernorm")
 # Families that compute attention in a private method `_attn(query, key, value, ...)` with (B, nh, T, hd).
-ATTN_METHOD = ("gpt_neo", "gpt_neox_japanese")
+ATTN_METHOD = ("gpt_neo", "gpt_neox_japanese", "openai-gpt")
+# ... of which these pass the key already transposed for q @ k: (B, nh, hd, T).
+KEY_TRANSPOSED = ("openai-gpt",)
 # Families that compute attention inline: the first matmul/bmm in the attention forward is q @ k^T.
-INLINE_MATMUL = {"mpt": "matmul", "xglm": "bmm"}
+INLINE_MATMUL = {"mpt": "matmul", "xglm": "bmm", "megatron-bert": "matmul"}
 # Families that multiply q_proj's output by 1/sqrt(hd) before the attention product.
 SCALED_Q = ("opt", "xglm")
 
@@ -102,7 +104,8 @@ def capture_qkv(model, arch, monkeypatch):
                 orig = attn._attn
 
                 def attn_method(query, key, value, *args, orig=orig, i=i, **kwargs):
-                    records[i].update(q=_heads_to_flat(query), k=_heads_to_flat(key), v=_heads_to_flat(value))
+                    k = key.transpose(-1, -2) if model_type in KEY_TRANSPOSED else key
+                    records[i].update(q=_heads_to_flat(query), k=_heads_to_flat(k), v=_heads_to_flat(value))
                     return orig(query, key, value, *args, **kwargs)
 
                 monkeypatch.setattr(attn, "_attn", attn_method)

@@ -42,7 +42,10 @@ ACTIVATION = {"gpt2": "mlp.act", "gptj": "mlp.act", "gpt_neox": "mlp.act", "opt"
               "starcoder2": "mlp.act", "glm": "mlp.activation_fn", "glm4": "mlp.activation_fn",
               "biogpt": "activation_fn", "xglm": "activation_fn", "gpt_neo": "mlp.act", "mpt": "ffn.act",
               "persimmon": "mlp.act", "gpt_neox_japanese": "mlp.act", "codegen": "mlp.act",
-              "gpt_bigcode": "mlp.act"}
+              "gpt_bigcode": "mlp.act", "openai-gpt": "mlp.act", "ctrl": "ffn.1", "modernbert-decoder": "mlp.act", "modernbert": "mlp.act",
+              **{e: "intermediate.intermediate_act_fn" for e in ("xlm-roberta", "camembert", "electra", "data2vec-text",
+                                                                  "roberta-prelayernorm", "ernie", "megatron-bert",
+                                                                  "xmod", "bert-generation")}}
 
 
 def _activation(model, block):

@@ -133,6 +133,27 @@ TINY_CONFIGS.update({
     "gpt_neox_japanese": lambda: tf.GPTNeoXJapaneseConfig(**_common(hidden_size=32, num_hidden_layers=2,
                                                                     num_attention_heads=4, intermediate_multiple_size=2,
                                                                     max_position_embeddings=64)),
+    "openai-gpt": lambda: tf.OpenAIGPTConfig(**_common(n_embd=32, n_layer=2, n_head=4, n_positions=64)),
+    "ctrl": lambda: tf.CTRLConfig(**_common(n_embd=32, n_layer=2, n_head=4, dff=48, n_positions=64)),
+    "modernbert-decoder": lambda: tf.ModernBertDecoderConfig(**_common(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64, pad_token_id=0, attention_bias=True, mlp_bias=True, local_attention=16)),
+    "modernbert": lambda: tf.ModernBertConfig(**_common(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64, pad_token_id=0, attention_bias=True, mlp_bias=True, local_attention=16)),
+    "ministral3": _decoder(tf.Ministral3Config),
+    "granite_swa": _decoder(tf.GraniteSWAConfig, sliding_window=16),
+    "apertus1p5_text": _decoder(tf.Apertus1p5TextConfig),
+    # BERT-style encoders (masked LM heads)
+    **{name: (lambda c=config_class, extra=extra: c(**_common(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        max_position_embeddings=64, pad_token_id=0, **extra)))
+       for name, config_class, extra in [
+           ("xlm-roberta", tf.XLMRobertaConfig, {}), ("camembert", tf.CamembertConfig, {}),
+           ("electra", tf.ElectraConfig, {"embedding_size": 32}), ("data2vec-text", tf.Data2VecTextConfig, {}),
+           ("roberta-prelayernorm", tf.RobertaPreLayerNormConfig, {}), ("ernie", tf.ErnieConfig, {}),
+           ("megatron-bert", tf.MegatronBertConfig, {}), ("xmod", tf.XmodConfig, {"default_language": "en_XX"}),
+           ("bert-generation", tf.BertGenerationConfig, {})]},
     # mixture of experts: attention mapped, MLP refused with a reason
     "mixtral": _decoder(tf.MixtralConfig, num_local_experts=4, num_experts_per_tok=2),
     "qwen2_moe": _decoder(tf.Qwen2MoeConfig, num_experts=4, shared_expert_intermediate_size=16, **_MOE),
@@ -145,15 +166,26 @@ TINY_CONFIGS.update({
     "flex_olmo": _decoder(tf.FlexOlmoConfig, num_experts=4, num_experts_per_tok=2),
     "cohere2_moe": _decoder(tf.Cohere2MoeConfig, num_experts=4, **_MOE),
     "gpt_oss": _decoder(tf.GptOssConfig, num_local_experts=4, num_experts_per_tok=2, sliding_window=16),
+    "granitemoe_swa": _decoder(tf.GraniteMoeSWAConfig, num_local_experts=4, num_experts_per_tok=2, sliding_window=16),
+    "glm4_moe": _decoder(tf.Glm4MoeConfig, n_routed_experts=4, n_shared_experts=1, **_MOE),
+    "ernie4_5_moe": _decoder(tf.Ernie4_5_MoeConfig, moe_num_experts=4, moe_k=2, moe_intermediate_size=16,
+                             moe_num_shared_experts=1),
+    "exaone_moe": _decoder(tf.ExaoneMoeConfig, num_experts=4, num_shared_experts=1, sliding_window=16, **_MOE),
+    "hunyuan_v1_moe": _decoder(tf.HunYuanMoEV1Config, num_experts=4, moe_topk=2),
+    "minimax_m2": _decoder(tf.MiniMaxM2Config, num_local_experts=4, num_experts_per_tok=2),
     "dbrx": lambda: tf.DbrxConfig(**_common(d_model=32, n_layers=2, n_heads=4, max_seq_len=64,
                                             attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=100.0),
                                             ffn_config=dict(ffn_hidden_size=16, moe_num_experts=4, moe_top_k=2))),
 })
 
-CAUSAL = [k for k in TINY_CONFIGS if k not in ("bert", "roberta")]
+# Encoders get a masked-LM head (bert-generation has none: it is built as the decoder it is).
+ENCODERS = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "roberta-prelayernorm", "ernie",
+            "megatron-bert", "xmod", "modernbert"}
+CAUSAL = [k for k in TINY_CONFIGS if k not in ENCODERS]
 # Families whose MLP is a mixture of experts: the map has their attention only.
 MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "granitemoe", "granitemoeshared", "flex_olmo",
-       "cohere2_moe", "gpt_oss", "dbrx"}
+       "cohere2_moe", "gpt_oss", "dbrx", "granitemoe_swa", "glm4_moe", "ernie4_5_moe", "exaone_moe", "hunyuan_v1_moe",
+       "minimax_m2"}
 
 
 _BUILT: dict[tuple, tuple[torch.nn.Module, torch.Tensor]] = {}
@@ -187,7 +219,7 @@ def _build(name: str, seed: int, head: str, attn: str, vocab_size: int | None):
     elif head == "seq-cls":
         config.num_labels = 2
         model = tf.AutoModelForSequenceClassification.from_config(config)
-    elif name in ("bert", "roberta"):
+    elif name in ENCODERS:
         model = tf.AutoModelForMaskedLM.from_config(config)
     else:
         model = tf.AutoModelForCausalLM.from_config(config)

@@ -161,6 +161,27 @@ def _mpt(config) -> MatrixSpecs:
     }
 
 
+def _modernbert_decoder(config) -> MatrixSpecs:
+    inter = config.intermediate_size
+    # Wi(x).chunk(2) gives (input, gate) and the MLP computes act(input) * gate: the *first* half is the
+    # activated branch, which leantune calls mlp_gate.
+    halves = {"mlp_gate": inter, "mlp_in": inter}
+    return {
+        **_separate("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.Wo", None, None)(config),
+        "mlp_in": ("mlp.Wi", layouts.concatenated(halves, "mlp_in")),
+        "mlp_gate": ("mlp.Wi", layouts.concatenated(halves, "mlp_gate")),
+        "mlp_out": ("mlp.Wo", None),
+    }
+
+
+def _modernbert(config) -> MatrixSpecs:
+    d = config.hidden_size
+    sizes = {"q": d, "k": d, "v": d}  # Wqkv(x).view(3, heads, hd): [Q | K | V]
+    decoder = _modernbert_decoder(config)
+    return {**{p: ("attn.Wqkv", layouts.concatenated(sizes, p)) for p in "qkv"},
+            **{n: decoder[n] for n in ("o", "mlp_in", "mlp_gate", "mlp_out")}}
+
+
 def _dbrx(config) -> MatrixSpecs:
     d = config.d_model
     head_dim = d // config.n_heads
@@ -184,7 +205,7 @@ _BART_DECODER_MATRICES = _separate("self_attn.q_proj", "self_attn.k_proj", "self
                                    "fc1", "fc2")
 
 SEPARATE_QKVO = "separate q/k/v/o_proj (GQA)"
-MOE_WHY = ("its MLP is a mixture of experts whose weights are 3-D tensors (one slice per expert), not single "
+MOE_WHY = ("its MLP (in all or most layers) is a mixture of experts whose weights are 3-D tensors (one slice per expert), not single "
            "matrices; leantune maps its attention only")
 
 
@@ -233,6 +254,8 @@ FAMILIES: dict[str, Family] = _rows(
     Family("falcon", "h", "self_attention", _falcon,
            "fused, three layouts: multi-query `[Q | K | V]`, per-head interleaved, `new_decoder_architecture` "
            "grouped `[kv, q_per_kv + 2, hd]`", "dense_h_to_4h / dense_4h_to_h"),
+    Family("openai-gpt", "h", "attn", _gpt2, "fused `c_attn` Conv1D `[in, 3d]`, `[Q|K|V]`",
+           "Conv1D `c_fc`, `c_proj`"),
     Family("gpt_bigcode", "h", "attn", _gpt_bigcode,
            "fused `c_attn` Linear: multi-query `[Q | K | V]` sizes `d, hd, hd`, else per-head interleaved",
            "`c_fc` / `c_proj`"),
@@ -245,6 +268,13 @@ FAMILIES: dict[str, Family] = _rows(
            "fused `gate_up_proj` `[gate | up]`, down_proj"),
     Family("glm", "layers", "self_attn", _glm, SEPARATE_QKVO, "fused `gate_up_proj` `[gate | up]`, down_proj"),
     Family("glm4", "layers", "self_attn", _glm, SEPARATE_QKVO, "fused `gate_up_proj` `[gate | up]`, down_proj"),
+    Family("modernbert-decoder", "layers", "attn", _modernbert_decoder, "separate q/k/v_proj, Wo",
+           "fused `Wi` `[input | gate]` (act on the first half), Wo"),
+    Family("modernbert", "layers", "attn", _modernbert, "fused `Wqkv` `[Q | K | V]`, Wo",
+           "fused `Wi` `[input | gate]` (act on the first half), Wo"),
+    Family("ctrl", "h", "multi_head_attention",
+           _separate("multi_head_attention.Wq", "multi_head_attention.Wk", "multi_head_attention.Wv",
+                     "multi_head_attention.dense", "ffn.0", "ffn.2"), "separate Wq/Wk/Wv, dense", "ffn.0 / ffn.2"),
     Family("opt", "decoder.layers", "self_attn", _BART_DECODER_MATRICES, "separate q/k/v/out_proj", "fc1 / fc2"),
     Family("biogpt", "layers", "self_attn", _BART_DECODER_MATRICES, "separate q/k/v/out_proj", "fc1 / fc2"),
     Family("xglm", "layers", "self_attn", _BART_DECODER_MATRICES, "separate q/k/v/out_proj", "fc1 / fc2"),
@@ -264,13 +294,14 @@ FAMILIES: dict[str, Family] = _rows(
     *(_llama_like(n) for n in ("llama", "mistral", "ministral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
                                "vaultgemma", "olmo", "olmo2", "olmo3", "stablelm", "cohere", "cohere2", "granite",
                                "helium", "exaone", "exaone4", "seed_oss", "smollm3", "ernie4_5", "hunyuan_v1_dense",
-                               "cwm", "hyperclovax", "internlm3", "iquestcoder")),
+                               "cwm", "hyperclovax", "internlm3", "iquestcoder", "ministral3", "granite_swa")),
     # Gemma3ForConditionalGeneration: the text model sits beside the vision tower.
     Family("gemma3", "language_model.layers", "self_attn", _LLAMA_MATRICES,
            "multimodal wrapper: its text model (`language_model`), separate q/k/v/o_proj (GQA)", "gate/up/down_proj"),
-    *(_up_down(n) for n in ("apertus", "arcee", "nemotron", "jais2")),
+    *(_up_down(n) for n in ("apertus", "apertus1p5_text", "arcee", "nemotron", "jais2")),
     *(_moe(n) for n in ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "granitemoe", "granitemoeshared",
-                        "flex_olmo", "cohere2_moe", "gpt_oss")),
-    _bert_like("bert"),
-    _bert_like("roberta"),
+                        "granitemoe_swa", "flex_olmo", "cohere2_moe", "gpt_oss", "glm4_moe", "ernie4_5_moe",
+                        "exaone_moe", "hunyuan_v1_moe", "minimax_m2")),
+    *(_bert_like(n) for n in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text",
+                              "roberta-prelayernorm", "ernie", "megatron-bert", "xmod", "bert-generation")),
 )
