@@ -42,7 +42,8 @@ ACTIVATION = {"gpt2": "mlp.act", "gptj": "mlp.act", "gpt_neox": "mlp.act", "opt"
               "starcoder2": "mlp.act", "glm": "mlp.activation_fn", "glm4": "mlp.activation_fn",
               "biogpt": "activation_fn", "xglm": "activation_fn", "gpt_neo": "mlp.act", "mpt": "ffn.act",
               "persimmon": "mlp.act", "gpt_neox_japanese": "mlp.act", "codegen": "mlp.act",
-              "gpt_bigcode": "mlp.act", "openai-gpt": "mlp.act", "ctrl": "ffn.1", "modernbert-decoder": "mlp.act", "modernbert": "mlp.act",
+              "gpt_bigcode": "mlp.act", "openai-gpt": "mlp.act", "ctrl": "ffn.1", "modernbert-decoder": "mlp.act",
+              "modernbert": "mlp.act",
               **{e: "intermediate.intermediate_act_fn" for e in ("xlm-roberta", "camembert", "electra", "data2vec-text",
                                                                   "roberta-prelayernorm", "ernie", "megatron-bert",
                                                                   "xmod", "bert-generation")}}
@@ -96,5 +97,6 @@ def test_mixture_of_experts_mlp_is_refused_with_the_reason(name):
     arch = get_arch(tiny_model(name))
     assert arch.names == ("q", "k", "v", "o")
     for matrix in MLP:
-        with pytest.raises(LeantuneError, match=rf"'{matrix}' does not exist in {arch.family.name}: .*mixture of experts"):
+        expected = rf"'{matrix}' does not exist in {arch.family.name}: .*mixture of experts"
+        with pytest.raises(LeantuneError, match=expected):
             arch.matrix(0, matrix)

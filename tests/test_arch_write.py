@@ -13,7 +13,8 @@ FAMILIES = list(TINY_CONFIGS)
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 # Every family with the q, k, v and MLP matrices these write tests use; attention-only (MoE) families
 # write q/k/v only.
-CASES = [(f, m) for f in FAMILIES for m in ("q", "k", "v", "mlp_in", "mlp_out") if not (f in MOE and m.startswith("mlp"))]
+CASES = [(f, m) for f in FAMILIES for m in ("q", "k", "v", "mlp_in", "mlp_out")
+         if not (f in MOE and m.startswith("mlp"))]
 
 
 def _snapshot(model):

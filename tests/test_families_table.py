@@ -31,7 +31,8 @@ def test_readme_table_is_the_generated_one():
 
 def test_every_named_family_has_a_tiny_parity_model():
     tested = {TINY_CONFIGS[name]().model_type for name in TINY_CONFIGS}
-    assert tested == set(FAMILIES), f"named but untested: {set(FAMILIES) - tested}; tested but unnamed: {tested - set(FAMILIES)}"
+    assert tested == set(FAMILIES), \
+        f"named but untested: {set(FAMILIES) - tested}; tested but unnamed: {tested - set(FAMILIES)}"
 
 
 def test_named_and_refused_are_real_distinct_model_types():

@@ -205,8 +205,8 @@ _BART_DECODER_MATRICES = _separate("self_attn.q_proj", "self_attn.k_proj", "self
                                    "fc1", "fc2")
 
 SEPARATE_QKVO = "separate q/k/v/o_proj (GQA)"
-MOE_WHY = ("its MLP (in all or most layers) is a mixture of experts whose weights are 3-D tensors (one slice per expert), not single "
-           "matrices; leantune maps its attention only")
+MOE_WHY = ("its MLP (in all or most layers) is a mixture of experts whose weights are 3-D tensors (one slice "
+           "per expert), not single matrices; leantune maps its attention only")
 
 
 def _llama_like(name: str) -> Family:
