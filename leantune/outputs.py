@@ -13,9 +13,12 @@ import tempfile
 from pathlib import Path
 
 from .errors import LeantuneError
-from .validate import flag
 
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+def flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
 
 # command -> {option: "dir" | "file" | "image"}
 OUTPUTS = {

@@ -12,10 +12,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import LeantuneError
-
-
-def flag(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
+from .outputs import check_outputs, flag
 
 
 def _show(x) -> str:
@@ -167,8 +164,6 @@ def check_choices(parser: argparse.ArgumentParser | None, args: argparse.Namespa
 
 def check_args(args: argparse.Namespace) -> None:
     """All option checks of one parsed command, then its output locations (nothing is written before)."""
-    from .outputs import check_outputs
-
     command = command_of(args)
     check_choices(getattr(args, "parser", None), args)
     check_values({k: v for k, v in vars(args).items() if k not in ("parser", "func")}, command)

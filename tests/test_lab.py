@@ -110,3 +110,6 @@ def test_demo_smoke_path_writes_the_report(tmp_path):
     assert (report.parent / "svd_heatmap.png").stat().st_size > 1000
     results = json.loads((report.parent / "results.json").read_text())
     assert len(results["finetune"]) == 2 and results["svd_search"]["test"]["n"] > 0
+    svd = results["svd_search"]  # the keep-less half runs on the real SmolLM2 weights, and says where they came from
+    assert svd["model"] == "smollm2-135m" and svd["model_source"]["gguf"]["quantization"] == "Q4_1"
+    assert "dequantized" in text

@@ -97,3 +97,10 @@ def test_layer_reuse_scores_equal_full_forward_of_edited_model(family):
             full = score(model, plan, 3).logprobs
         torch.testing.assert_close(torch.tensor(reused), torch.tensor(full), atol=1e-4, rtol=0)
         assert max(abs(a - b) for ra, rb in zip(reused, base.logprobs) for a, b in zip(ra, rb)) > 1e-4
+
+
+def test_mlp_edit_of_a_mixture_of_experts_model_is_refused_with_the_reason():
+    arch = get_arch(tiny_model("mixtral"))
+    assert module_matrices(arch, "attn") == ("q", "k", "v", "o")
+    with pytest.raises(LeantuneError, match="mixtral has no mlp matrices: .*mixture of experts"):
+        module_matrices(arch, "mlp")

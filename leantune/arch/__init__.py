@@ -11,6 +11,7 @@ from torch import nn
 from ..errors import LeantuneError
 from .discover import discover
 from .families import FAMILIES, Family
+from .refused import REFUSED
 from .matrix import LogicalMatrix, is_conv1d
 from .parts import head_modules, head_parameters
 
@@ -18,7 +19,7 @@ ATTN = ("q", "k", "v", "o")
 MLP = ("mlp_in", "mlp_gate", "mlp_out")
 ALL_MATRICES = ATTN + MLP
 
-__all__ = ["ArchMap", "LogicalMatrix", "get_arch", "ATTN", "MLP", "ALL_MATRICES", "FAMILIES", "is_conv1d",
+__all__ = ["ArchMap", "LogicalMatrix", "get_arch", "ATTN", "MLP", "ALL_MATRICES", "FAMILIES", "REFUSED", "is_conv1d",
            "head_modules", "head_parameters"]
 
 
@@ -79,6 +80,8 @@ class ArchMap:
     def matrix(self, layer: int, name: str) -> LogicalMatrix:
         layer = self.check_layer(layer)
         if name not in self._specs:
+            if name in MLP and self.family.mlp_absent:
+                raise LeantuneError(f"matrix '{name}' does not exist in {self.family.name}: {self.family.mlp_absent}")
             raise LeantuneError(f"matrix '{name}' does not exist in {self.family.name}; it has: {', '.join(self.names)}")
         rel, rows = self._specs[name]
         fused_with = tuple(n for n, (r, rw) in self._specs.items() if r == rel and n != name and rw is not None)
@@ -106,5 +109,7 @@ def get_arch(model: nn.Module) -> ArchMap:
     model_type = getattr(config, "model_type", None)
     if model_type is None:
         raise LeantuneError(f"{type(model).__name__} has no config.model_type; leantune needs a transformers model")
+    if model_type in REFUSED:
+        raise LeantuneError(f"model type '{model_type}' is not supported: {REFUSED[model_type]}")
     family = FAMILIES.get(model_type) or discover(model.base_model, model_type)
     return ArchMap(model, family)

@@ -1,7 +1,8 @@
 """Auto-discovery for model types missing from the family table.
 
 Works when a model keeps its blocks in one ``nn.ModuleList`` and names separate q/k/v/o projections
-conventionally (Qwen3, OLMo, StableLM, Starcoder2, ...). Fused layouts are never guessed: reading a
+conventionally (a new Llama-like model type, a remote-code model). Discovered families carry no
+parity proof; the named families in ``families.py`` do. Fused layouts are never guessed: reading a
 fused weight with the wrong row order would silently edit the wrong matrix.
 """
 

@@ -42,8 +42,11 @@ def dir_bytes(path: str | Path) -> int:
 
 def can_export_peft(adapted: Adapted) -> bool:
     """PEFT wraps whole modules: exportable when every LoRA target is a whole nn.Linear (no fused slice)."""
+    from .methods import get_method
+
     mats = [t.matrix for t in adapted.trained if t.matrix is not None]
-    return adapted.method == "lora" and bool(mats) and all(not m.fused and not m.transposed for m in mats)
+    return get_method(adapted.method).peft_exportable and bool(mats) and \
+        all(not m.fused and not m.transposed for m in mats)
 
 
 def export_peft(adapted: Adapted, out_dir: str | Path, base_model: str) -> Path:
@@ -88,7 +91,7 @@ def read_meta(adapter_dir: str | Path) -> dict:
 
 
 # what load_adapter needs from leantune_adapter.json (save_adapter writes all of it)
-MANIFEST_FIELDS = {"format": TEXT, "base_model": TEXT, "targets": TEXT, "method": TEXT, "rank": INT,
+MANIFEST_FIELDS = {"format": TEXT, "base_model": TEXT, "method": TEXT, "rank": INT,
                    "alpha": NUMBER, "dropout": NUMBER, "num_labels": INT}
 MANIFEST_OPTIONAL = {"pad_token_id": INT, "labels": LIST, "tokenizer": TEXT, "trust_remote_code": BOOL}
 
@@ -99,9 +102,11 @@ def check_manifest(meta, meta_path: Path) -> None:
     if isinstance(meta, dict) and meta.get("format") != FORMAT:
         raise LeantuneError(f"{meta_path}: unknown format {meta.get('format')!r}, expected {FORMAT}")
     check_fields(meta, str(meta_path), MANIFEST_FIELDS, MANIFEST_OPTIONAL)
-    if meta["targets"] not in TARGETS or meta["method"] not in METHODS:
-        raise LeantuneError(f"{meta_path}: targets {meta['targets']!r} / method {meta['method']!r} are not one of "
-                            f"{', '.join(TARGETS)} / {', '.join(METHODS)}")
+    targets = meta.get("targets")  # a preset name, or a list of logical matrix names
+    named = isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)
+    if not (targets in TARGETS or named) or meta["method"] not in METHODS:
+        raise LeantuneError(f"{meta_path}: targets {targets!r} / method {meta['method']!r}: expected one of "
+                            f"{', '.join(TARGETS)} (or a list of matrix names) / {', '.join(METHODS)}")
     if meta["rank"] < 1 or meta["num_labels"] < 1 or not 0 <= meta["dropout"] < 1:
         raise LeantuneError(f"{meta_path}: rank and num_labels must be >= 1 and dropout in [0, 1); got rank "
                             f"{meta['rank']}, num_labels {meta['num_labels']}, dropout {meta['dropout']}")

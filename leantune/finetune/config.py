@@ -11,11 +11,50 @@ from pathlib import Path
 
 from ..errors import LeantuneError
 
-TARGETS = ("qv", "qkv", "q", "v", "k", "attn", "all")
-METHODS = ("full", "lora", "dora")
+TARGETS = ("qv", "qkv", "qk", "q", "v", "k", "attn", "all")
+
+
+def _method_names() -> tuple[str, ...]:
+    from .methods import METHODS as registry  # full, lora, dora, and any method registered there
+
+    return tuple(registry)
+
+
+METHODS = _method_names()
 # HF schedulers that need no extra arguments (reduce_lr_on_plateau, cosine_with_min_lr, ... need more)
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
+
+
+@dataclass
+class AdapterConfig:
+    """What :func:`leantune.attach_adapters` attaches. The CLI's ``finetune`` uses these same defaults."""
+
+    targets: str | tuple[str, ...] = "qv"
+    """A preset (qv, qkv, qk, q, v, k, attn, all) or logical matrix names, e.g. ("q", "v")."""
+    method: str = "lora"
+    """full (the chosen matrices / fused slices themselves) | lora | dora (see finetune/methods/)."""
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    """LoRA dropout on the adapter input (the paper's LoRA+ code uses 0.05)."""
+    train_head: bool = True
+    """Also train the task head (classifier / score) when the model has one."""
+
+    def check(self) -> "AdapterConfig":
+        if isinstance(self.targets, list):
+            self.targets = tuple(self.targets)
+        if isinstance(self.targets, str) and self.targets not in TARGETS:
+            raise LeantuneError(f"unknown targets '{self.targets}'; choose one of {', '.join(TARGETS)}")
+        if self.method not in _method_names():
+            raise LeantuneError(f"unknown method '{self.method}'; choose one of {', '.join(_method_names())}")
+        if self.targets == "all" and self.method != "full":
+            raise LeantuneError("targets 'all' is plain full fine-tuning; use method 'full' (or pick attention targets)")
+        if self.rank <= 0:
+            raise LeantuneError(f"rank must be positive, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise LeantuneError(f"dropout must be in [0, 1), got {self.dropout}")
+        return self
 
 
 @dataclass
@@ -25,13 +64,13 @@ class FinetuneConfig:
     task: str | None = None
     """Built-in task (sst2, rte, cb, mrpc, cola, qnli, boolq, emoc, agnews; default sst2), or a name for
     --train-file data (default: the file's stem)."""
-    targets: str = "qv"
+    targets: str = AdapterConfig.targets
     """Which attention matrices train: qv | qkv | q | v | k | attn (q,k,v,o) | all (plain full fine-tuning)."""
-    method: str = "lora"
+    method: str = AdapterConfig.method
     """full (the chosen matrices / fused slices themselves) | lora | dora."""
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
+    rank: int = AdapterConfig.rank
+    alpha: float = AdapterConfig.alpha
+    dropout: float = AdapterConfig.dropout
     """LoRA dropout on the adapter input (the paper's LoRA+ code uses 0.05)."""
     lr: float = 1e-4
     """Learning rate of W_q (and of LoRA A matrices of W_q)."""
@@ -83,8 +122,8 @@ class FinetuneConfig:
     def check(self) -> "FinetuneConfig":
         if self.targets not in TARGETS:
             raise LeantuneError(f"unknown targets '{self.targets}'; choose one of {', '.join(TARGETS)}")
-        if self.method not in METHODS:
-            raise LeantuneError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
+        if self.method not in _method_names():
+            raise LeantuneError(f"unknown method '{self.method}'; choose one of {', '.join(_method_names())}")
         if self.targets == "all" and self.method != "full":
             raise LeantuneError("targets 'all' is plain full fine-tuning; use --method full (or pick attention targets)")
         if self.scheduler not in SCHEDULERS:
@@ -104,6 +143,9 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def adapter_config(self) -> AdapterConfig:
+        return AdapterConfig(self.targets, self.method, self.rank, self.alpha, self.dropout)
 
 
 FIELD_NAMES = tuple(f.name for f in fields(FinetuneConfig))

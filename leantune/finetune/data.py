@@ -17,6 +17,7 @@ import torch
 
 from ..errors import LeantuneError
 from ..tasks import available_splits, carve, get_task, load_split
+from ..tasks.registry import only_local_split
 from ..tasks.files import default_data_dir, read_table
 from .config import FinetuneConfig
 
@@ -59,10 +60,11 @@ def _builtin(cfg: FinetuneConfig) -> ClassificationData:
         eval_split = "validation" if "validation" in splits else "test"
         evals = load_split(task, eval_split, data_dir)
     else:
-        records = load_split(task, "validation", data_dir)
+        only = only_local_split(task, data_dir) or "validation"
+        records = load_split(task, only, data_dir)
         n = min(CARVE_EVAL, len(records) // 3)
         evals, train = carve(records, n, CARVE_SEED)
-        note = (f"{task.name} has no local train split: eval = {n} records of validation carved with seed "
+        note = (f"{task.name} has no local train split: eval = {n} records of {only} carved with seed "
                 f"{CARVE_SEED}, train = the other {len(train)}")
     return ClassificationData(task.name, task.labels, task.text_fields, task.metric, train, evals, note,
                               {"data_dir": str(data_dir) if data_dir else "hub"})

@@ -18,6 +18,7 @@ group               learning rate                      weight decay
 ``head.bias``       head_lr                            0
 ``all``             lr  (targets=all baseline)         weight_decay
 ``all.no_decay``    lr  (1-D: biases, norms)           0
+``all.lora_A|B``    lr / loraplus_ratio * lr           weight_decay  (PEFT LoRA outside attention)
 ==================  =================================  ==============
 
 Each lr is computed as ``(lr * role_ratio) * matrix_ratio`` so that ``lr_V == lambda * lr_Q`` holds exactly
@@ -28,29 +29,41 @@ from __future__ import annotations
 
 from .adapters import Adapted
 from .config import FinetuneConfig
+from .methods import Trained
 
 ROLE_SUFFIX = {"weight": "", "bias": ".bias", "lora_A": ".lora_A", "lora_B": ".lora_B", "magnitude": ".magnitude"}
 NO_DECAY_ROLES = ("bias", "magnitude")
 
 
 def param_groups(adapted: Adapted, cfg: FinetuneConfig) -> list[dict]:
-    matrix_ratio = {"q": 1.0, "k": cfg.k_lr_ratio, "v": cfg.v_lr_ratio, "o": 1.0}
+    return build_groups(adapted.trained, cfg.lr, cfg.v_lr_ratio, cfg.k_lr_ratio, cfg.head_lr_value,
+                        cfg.loraplus_ratio, cfg.weight_decay)
+
+
+def build_groups(trained: list[Trained], lr: float, v_ratio: float = 4.0, k_ratio: float = 1.0,
+                 head_lr: float | None = None, loraplus_ratio: float = 1.0, weight_decay: float = 0.0) -> list[dict]:
+    """The groups of the table above for these trained tensors (frozen ones are skipped)."""
+    matrix_ratio = {"q": 1.0, "k": k_ratio, "v": v_ratio, "o": 1.0}
+    head_lr = lr if head_lr is None else head_lr
     groups: dict[str, dict] = {}
-    for t in adapted.trained:
+    for t in trained:
         if not t.param.requires_grad:
             continue
         if t.group == "head":
             name = "head" + (".bias" if t.role == "bias" else "")
-            lr = cfg.head_lr_value
+            group_lr = head_lr
+        elif t.group == "all" and t.role in ("lora_A", "lora_B"):  # adapters outside q/k/v/o (PEFT on an MLP)
+            name = "all" + ROLE_SUFFIX[t.role]
+            group_lr = lr * (loraplus_ratio if t.role == "lora_B" else 1.0)
         elif t.group == "all":
             name = "all" + (".no_decay" if t.role == "bias" else "")
-            lr = cfg.lr
+            group_lr = lr
         else:
             name = t.group + ROLE_SUFFIX[t.role]
-            role_ratio = cfg.loraplus_ratio if t.role == "lora_B" else 1.0
-            lr = (cfg.lr * role_ratio) * matrix_ratio[t.group]
-        wd = 0.0 if t.role in NO_DECAY_ROLES else cfg.weight_decay
-        g = groups.setdefault(name, {"name": name, "lr": lr, "weight_decay": wd, "params": []})
+            role_ratio = loraplus_ratio if t.role == "lora_B" else 1.0
+            group_lr = (lr * role_ratio) * matrix_ratio.get(t.group, 1.0)  # other matrices (mlp_in, ...): lr
+        wd = 0.0 if t.role in NO_DECAY_ROLES else weight_decay
+        g = groups.setdefault(name, {"name": name, "lr": group_lr, "weight_decay": wd, "params": []})
         g["params"].append(t.param)
     return list(groups.values())
 

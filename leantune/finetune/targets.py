@@ -10,6 +10,7 @@ from ..errors import LeantuneError
 TARGET_MATRICES: dict[str, tuple[str, ...]] = {
     "qv": ("q", "v"),
     "qkv": ("q", "k", "v"),
+    "qk": ("q", "k"),  # the paper's control: is it V that matters, or any second matrix?
     "q": ("q",),
     "v": ("v",),
     "k": ("k",),
@@ -18,10 +19,16 @@ TARGET_MATRICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def target_matrices(arch: ArchMap, targets: str) -> list[LogicalMatrix]:
-    if targets not in TARGET_MATRICES:
-        raise LeantuneError(f"unknown targets '{targets}'; choose one of {', '.join(TARGET_MATRICES)}")
-    names = TARGET_MATRICES[targets]
+def target_matrices(arch: ArchMap, targets: str | tuple[str, ...]) -> list[LogicalMatrix]:
+    """``targets``: a preset name above, or a tuple of logical matrix names such as ``("q", "v")``."""
+    if isinstance(targets, str):
+        if targets not in TARGET_MATRICES:
+            raise LeantuneError(f"unknown targets '{targets}'; choose one of {', '.join(TARGET_MATRICES)}")
+        names = TARGET_MATRICES[targets]
+    else:
+        names = tuple(targets)
+        if not names:
+            raise LeantuneError("targets is empty; name at least one logical matrix, e.g. ('q', 'v')")
     missing = [n for n in names if n not in arch.names]
     if missing:
         raise LeantuneError(f"{arch.family.name} has no {'/'.join(missing)} matrices for targets '{targets}'")

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import LeantuneError
 from ..model_fit import check_vocab_fits, fit_max_length
+from ..models import model_source
 from ..runinfo import versions  # one record of library versions for every command
 from .adapters import Adapted, attach
 from .artifacts import can_export_peft, dir_bytes, export_peft, save_adapter
@@ -211,7 +212,7 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
         "optimizer_groups": describe_groups(groups),
         "data": {"train_size": len(data.train), "eval_size": len(data.eval), "labels": list(data.labels),
                  "note": data.note, **data.sources},
-        "config": cfg.to_dict(), "versions": versions(), "seed": cfg.seed,
+        "config": cfg.to_dict(), "model_source": model_source(cfg.model), "versions": versions(), "seed": cfg.seed,
     }
     if trainer.is_world_process_zero():
         write_outputs(adapted, cfg, data, tokenizer, metrics, out)

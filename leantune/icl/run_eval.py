@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..models import gpt2_tokenizer_offline, load_model, load_tokenizer
+from ..models import gpt2_tokenizer_offline, load_model, load_tokenizer, model_source
 from ..runinfo import versions, write_json, write_jsonl
 from ..tasks import resolve_task
-from .evaluator import ICLEvaluator
+from .api import PreparedICLEval
 from .splits import make_icl_data
 from ..model_fit import check_vocab_fits
 
@@ -28,18 +28,21 @@ def icl_eval(model: str, task: str, shots: int = 4, n_eval: int | None = None, s
     task_obj = resolve_task(task)
     data = make_icl_data(task_obj, shots, None, n_eval, seed, data_dir or "default", test_split=split)
     tok = tokenizer_for(model, tokenizer, trust_remote_code)
-    evaluator = ICLEvaluator(tok, task_obj, data.demos, data.test, calibrate=calibrate, batch_size=batch_size)
+    prepared = PreparedICLEval(tok, task_obj, shots, n_eval, seed, calibrate, batch_size, split, data_dir, data=data)
     lm = load_model(model, head="causal-lm", dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     check_vocab_fits(tok, lm, model, tokenizer)
     edit_info = None
     if edit:
-        from ..svd.edits import apply_edit_file
+        # a recipe step (this file is the `icl eval` recipe, not the icl engine): the svd engine edits the model
+        from ..svd.api import apply_edit
 
-        edit_info = apply_edit_file(lm, edit, model)
-    result = evaluator.evaluate(lm, progress=progress)
-    metrics = {**result.metrics, "task": task_obj.name, "shots_per_class": shots, "edit": edit_info,
-               "examples": data.manifest(), "config": config, "versions": versions()}
+        edit_info = apply_edit(lm, edit)
+    m = prepared.run(lm, progress=progress)
+    predictions = m.pop("predictions")
+    examples = m.pop("examples")
+    metrics = {**m, "edit": edit_info, "examples": examples, "config": config, "model_source": model_source(model),
+               "versions": versions()}
     if out:
         write_json(Path(out) / "metrics.json", metrics)
-        write_jsonl(Path(out) / "predictions.jsonl", result.predictions)
+        write_jsonl(Path(out) / "predictions.jsonl", predictions)
     return metrics

@@ -58,7 +58,7 @@ def register(sub) -> None:
     st.add_argument("--out", default="docs/lab")
     st.add_argument("--quiet", action="store_true")
     st.set_defaults(func=_cmd_study)
-    de = sub.add_parser("demo", help="both methods, offline: MiniLM fine-tuning + SVD search on the lab model")
+    de = sub.add_parser("demo", help="both methods, offline: MiniLM fine-tuning + SVD search for ICL on SmolLM2-135M")
     de.add_argument("--out", default="runs/demo")
     de.add_argument("--quick", action="store_true", help="a tiny budget (seconds), for smoke tests")
     de.add_argument("--quiet", action="store_true")

@@ -22,7 +22,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..tasks.registry import Task
+from ..errors import LeantuneError
+from ..tasks.registry import Task, register_provider
 
 NUM_CLUSTERS = 16
 WORDS_PER_CLUSTER = 24
@@ -116,3 +117,14 @@ def training_sequence(rng: random.Random, max_items: int = 16, min_items: int | 
         targets.append(len(words))
         words.append(a.labels[cls])
     return words, targets
+
+
+def _provide(name: str) -> Task:
+    """``lab:N`` (``lab`` = ``lab:0``): held-out instance N of the family."""
+    try:
+        return lab_task(int(name.split(":", 1)[1]) if ":" in name else 0)
+    except ValueError:
+        raise LeantuneError(f"unknown task '{name}'; lab tasks are lab:N with N an integer") from None
+
+
+register_provider("lab", _provide)

@@ -24,7 +24,11 @@ GROUPS = {"attn": ATTN, "mlp": MLP, "all": ATTN + MLP}
 def module_matrices(arch: ArchMap, module: str) -> tuple[str, ...]:
     """Logical matrices of a module group (attn, mlp, all) or a single logical matrix (q, mlp_in, ...)."""
     if module in GROUPS:
-        return tuple(n for n in GROUPS[module] if n in arch.names)
+        found = tuple(n for n in GROUPS[module] if n in arch.names)
+        if not found:  # an edit of nothing would score the unedited model as a candidate
+            why = arch.family.mlp_absent if module == "mlp" else None
+            raise LeantuneError(f"{arch.family.name} has no {module} matrices" + (f": {why}" if why else ""))
+        return found
     if module in arch.names:
         return (module,)
     raise LeantuneError(f"module '{module}' is unknown for {arch.family.name}; use attn, mlp, all or one of "

@@ -1,10 +1,8 @@
 """Truly compressed SVD edits: store each edited logical matrix as two factors A [out, r] and B [r, in].
 
-A :class:`LowRankSlices` module replaces the edited Linear / Conv1D. Rows of the weight that no edit
-touched (e.g. Q and K of a fused ``c_attn`` when only V was edited) stay dense; each edited logical
-matrix is computed as ``(x @ B.T) @ A.T``, so both the file and the FLOPs shrink when
-``r * (m + n) < m * n``. Plain transformers cannot build this module: load such a folder with
-:func:`load_factorized` (or any leantune command, which detects ``leantune_factorized.json``).
+:func:`factorize` replaces the edited modules by :class:`~leantune.factorized.LowRankSlices` and
+:func:`save_factorized` writes the folder; reading it back is ``leantune.factorized.load_factorized``
+(re-exported here), which ``leantune.models.load_model`` uses for such folders.
 """
 
 from __future__ import annotations
@@ -13,44 +11,12 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..arch import ArchMap, get_arch
-from ..errors import LeantuneError
+from ..factorized import (MANIFEST, WEIGHTS, LowRankSlices, _set_module, is_factorized,  # noqa: F401 (re-exported)
+                          load_factorized)
 from .edits import Edit, module_matrices
 from .lowrank import SVDCache
-
-MANIFEST = "leantune_factorized.json"
-WEIGHTS = "model.safetensors"
-
-
-class LowRankSlices(nn.Module):
-    def __init__(self, in_features: int, out_features: int, dense_rows: torch.Tensor, parts: list[dict],
-                 bias: bool, dtype=None):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.register_buffer("dense_rows", dense_rows.long().clone(), persistent=True)
-        self.dense = nn.Parameter(torch.empty(len(dense_rows), in_features, dtype=dtype))
-        self.names = [p["name"] for p in parts]
-        for i, p in enumerate(parts):
-            self.register_buffer(f"rows_{i}", p["rows"].long().clone(), persistent=True)
-            self.register_parameter(f"a_{i}", nn.Parameter(torch.empty(len(p["rows"]), p["rank"], dtype=dtype)))
-            self.register_parameter(f"b_{i}", nn.Parameter(torch.empty(p["rank"], in_features, dtype=dtype)))
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.new_empty(*x.shape[:-1], self.out_features)
-        if len(self.dense_rows):
-            y[..., self.dense_rows] = x @ self.dense.T
-        for i in range(len(self.names)):
-            a, b = getattr(self, f"a_{i}"), getattr(self, f"b_{i}")
-            y[..., getattr(self, f"rows_{i}")] = (x @ b.T) @ a.T  # (..., in) -> (..., r) -> (..., rows)
-        return y if self.bias is None else y + self.bias
-
-
-def _set_module(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent, _, leaf = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
 def _plan_modules(arch: ArchMap, edits: list[Edit]) -> dict[str, list]:
@@ -117,46 +83,3 @@ def _head_of(model) -> str:
     name = type(model).__name__
     return "causal-lm" if name.endswith("ForCausalLM") or name.endswith("LMHeadModel") else \
         "seq-cls" if name.endswith("ForSequenceClassification") else "base"
-
-
-def is_factorized(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST).is_file()
-
-
-def load_factorized(path: str | Path, dtype: str = "auto", device: str | None = None):
-    """Build the model from its config, put the low-rank modules in place, load the safetensors weights."""
-    import transformers as tf
-    from safetensors.torch import load_model
-
-    path = Path(path)
-    info = json.loads((path / MANIFEST).read_text())
-    if info.get("format") != "leantune-factorized/1":
-        raise LeantuneError(f"{path / MANIFEST} is not a leantune factorized manifest")
-    config = tf.AutoConfig.from_pretrained(path)
-    auto = {"causal-lm": tf.AutoModelForCausalLM, "seq-cls": tf.AutoModelForSequenceClassification,
-            "base": tf.AutoModel}[info["head"]]
-    torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
-    model = auto.from_config(config, dtype=torch_dtype) if torch_dtype else auto.from_config(config)
-    for m in info["modules"]:
-        parts = [{"name": p["name"], "rows": torch.tensor(p["rows"]), "rank": p["rank"]} for p in m["parts"]]
-        used = torch.zeros(m["out_features"], dtype=torch.bool)
-        for p in parts:
-            used[p["rows"]] = True
-        dense_rows = torch.nonzero(~used).flatten()
-        ref = model.get_submodule(m["module"]).weight
-        _set_module(model, m["module"], LowRankSlices(m["in_features"], m["out_features"], dense_rows, parts,
-                                                      m["bias"], dtype=ref.dtype))
-    missing, unexpected = load_model(model, str(path / WEIGHTS), strict=False)
-    missing = [k for k in missing if not _is_tied(model, k)]
-    if missing or unexpected:
-        raise LeantuneError(f"{path}: factorized weights do not match the manifest (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]})")
-    if device:
-        model.to(device)
-    return model.eval()
-
-
-def _is_tied(model, key: str) -> bool:
-    tied = getattr(model, "_tied_weights_keys", None) or {}
-    keys = tied.keys() if isinstance(tied, dict) else tied
-    return key in keys

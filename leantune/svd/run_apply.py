@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from ..models import load_model
-from .edits import Edit, apply_edit_file, check_edit_fits, read_edit_file
+from .api import apply_edit
+from .edits import Edit, check_edit_fits, read_edit_file
 from .factorized import factorize, save_factorized
 
 
@@ -22,7 +23,7 @@ def icl_apply(model: str, edit: str, out: str, factorize_: bool = False, head: s
         save_factorized(lm, manifest, out_dir, data)
         info = {"format": "factorized", "modules": [m["module"] for m in manifest]}
     else:
-        done = apply_edit_file(lm, edit, model)
+        done = apply_edit(lm, data)  # the record read (and checked) above
         lm.save_pretrained(out_dir)
         info = {"format": "dense", "matrices": done["matrices"]}
     _save_tokenizer(model, tokenizer, out_dir, trust_remote_code)

@@ -7,74 +7,8 @@ Outputs in ``out``: ``run.json`` (the arguments; a different run in the same fol
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from pathlib import Path
-
-import torch
-
-from ..arch import get_arch
-from ..errors import LeantuneError
-from ..runinfo import versions, write_json, write_jsonl
-from .edits import edit_record, edited
-from .journal import Journal
-from .lowrank import SVDCache
+from .api import PAPER_RATES, SEMANTIC, _check_run_dir, _dist, _dry_run, check_search_args, search_svd  # noqa: F401
 from .runlock import one_search_per_folder
-from .search import BASELINE, Dist, Search, candidate_key
-from .strategies import STRATEGIES, check_grid, parse_layers
-
-PAPER_RATES = (0.0, 0.1, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995)
-
-# Arguments that change what is computed: a rerun in the same folder must repeat them exactly.
-SEMANTIC = ("model", "task", "strategy", "modules", "layers", "rates", "shots", "n_val", "n_test", "seed", "top_k",
-            "svd_dtype", "evaluator", "calibrate", "tokenizer", "split", "dtype", "max_length")
-
-
-def _dist() -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
-    return Dist(dist.get_rank(), dist.get_world_size())
-
-
-def _check_run_dir(out: Path, config: dict, rank: int) -> None:
-    run_file = out / "run.json"
-    wanted = {k: config[k] for k in SEMANTIC}
-    if run_file.exists():
-        try:
-            had = json.loads(run_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise LeantuneError(f"{run_file} is damaged ({e}); use a new --out folder") from None
-        if not isinstance(had, dict):
-            raise LeantuneError(f"{run_file} is not a leantune search record; use a new --out folder")
-        diff = sorted(k for k in SEMANTIC if had.get(k) != wanted.get(k))
-        if diff:
-            raise LeantuneError(f"{out} holds a search with different arguments ({', '.join(diff)}); "
-                                "use a new --out folder or repeat the same arguments to resume")
-    elif rank == 0:
-        write_json(run_file, wanted)
-
-
-def _evaluators(model_name, task, data, cfg, head, lm):
-    from ..icl.evaluator import ClassifierEvaluator, ICLEvaluator
-    from ..icl.run_eval import tokenizer_for
-    from ..model_fit import check_vocab_fits, fit_max_length
-
-    tok = tokenizer_for(model_name, cfg["tokenizer"], cfg["trust_remote_code"])
-    check_vocab_fits(tok, lm, model_name, cfg["tokenizer"])
-    if head == "seq-cls":
-        max_length = fit_max_length(cfg["max_length"], lm)
-        if lm.config.pad_token_id is None:  # a causal LM loaded as a classifier: batches need a pad id
-            lm.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        return (ClassifierEvaluator(tok, task, data.val, cfg["batch_size"], max_length),
-                ClassifierEvaluator(tok, task, data.test, cfg["batch_size"], max_length))
-    return (ICLEvaluator(tok, task, data.demos, data.val, cfg["calibrate"], cfg["batch_size"]),
-            ICLEvaluator(tok, task, data.demos, data.test, cfg["calibrate"], cfg["batch_size"]))
 
 
 @one_search_per_folder  # adds wait_lock=False: wait for another search on the same out instead of refusing
@@ -85,102 +19,30 @@ def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "m
                split: str = "validation", data_dir: str | None = None, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False, out: str = "runs/search", dry_run: bool = False,
                progress: bool = True) -> dict:
-    from ..icl.splits import make_icl_data
-    from ..models import load_model
-    from ..tasks import resolve_task
+    """Load ``model`` (a name) and its tokenizer, then :func:`~leantune.svd.api.search_svd` into ``out``."""
+    from ..icl.run_eval import tokenizer_for
+    from ..model_fit import check_vocab_fits, fit_max_length
+    from ..models import load_model, model_source
 
     rates = [float(r) for r in (rates.split(",") if isinstance(rates, str) else rates)]
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
-    if strategy not in STRATEGIES:
-        raise LeantuneError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
-    if svd_dtype not in ("float32", "float64"):
-        raise LeantuneError("--svd-dtype must be float32 or float64")
-    if evaluator not in ("icl", "classifier"):
-        raise LeantuneError("--evaluator must be icl (causal LM) or classifier (sequence classification)")
+    check_search_args(strategy, svd_dtype, evaluator)
     cfg = dict(model=model, task=task, strategy=strategy, modules=modules, layers=layers, rates=rates, shots=shots,
                n_val=n_val, n_test=n_test, seed=seed, top_k=top_k, svd_dtype=svd_dtype, evaluator=evaluator,
                calibrate=calibrate, batch_size=batch_size, max_length=max_length, tokenizer=tokenizer, split=split,
                data_dir=data_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, out=out)
     head = "seq-cls" if evaluator == "classifier" else "causal-lm"
     lm = load_model(model, head=head, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    arch = get_arch(lm)
-    layer_list = parse_layers(layers, arch.num_layers)
-    check_grid(arch, modules, rates)
-    task_obj = resolve_task(task)
-    data = make_icl_data(task_obj, shots if evaluator == "icl" else 0, n_val, n_test, seed, data_dir or "default",
-                         test_split=split)
-    val_eval, test_eval = _evaluators(model, task_obj, data, cfg, head, lm)
-
-    if dry_run:
-        return _dry_run(strategy, layer_list, modules, rates, arch.num_layers, val_eval, top_k)
-
-    dist = _dist()
-    out_dir = Path(out)
-    _check_run_dir(out_dir, cfg, dist.rank)
-    cache = SVDCache(arch, getattr(torch, svd_dtype))
-    search = Search(lm, arch, val_eval, cache, Journal(out_dir, dist.rank, dist.world), modules, dist, progress)
-    t0 = time.perf_counter()
-    info = {}
-    if strategy == "grid":
-        chosen, cands = search.grid(layer_list, rates)
-    elif strategy == "paper":
-        chosen, cands, info = search.paper(layer_list, rates, top_k)
-    else:
-        chosen, cands = search.greedy(layer_list, rates)
-    search_seconds = time.perf_counter() - t0
-    if dist.rank != 0:
-        return {}
-
-    chosen = [e for e in chosen if e.rate > 0]
-    results = search.state.results
-    base_val = results[BASELINE]["val_accuracy"]
-    best_val = results[candidate_key(chosen)]["val_accuracy"]
-    test_before = test_eval.evaluate(lm, progress=progress)
-    with edited(arch, chosen, cache):
-        test_after = test_eval.evaluate(lm, progress=progress)
-    record = edit_record(lm, model, chosen, svd_dtype)
-    write_json(out_dir / "edit.json", record)
-    write_jsonl(out_dir / "test_predictions.jsonl",
-                [{**a, "pred_before": b["pred"], "correct_before": b["correct"]}
-                 for a, b in zip(test_after.predictions, test_before.predictions)])
-    from ..report import plot_search_heatmap
-
-    plot_search_heatmap([results[candidate_key(c)] for c in cands if len(c) <= 1], modules, rates,
-                        out_dir / "heatmap.png", title=f"{task_obj.name}: validation accuracy by layer and rate",
-                        baseline=base_val)
-    summary = {
-        "task": task_obj.name, "model": model, "strategy": strategy, "chosen_edits": record["edits"],
-        "chosen_matrices": record["matrices"],
-        "validation": {"before": base_val, "after": best_val, "n": results[BASELINE]["n_val"]},
-        "test": {"before": test_before.metrics["accuracy"], "after": test_after.metrics["accuracy"],
-                 "n": test_after.metrics["n"]},
-        "candidates": {"total": len({candidate_key(c) for c in cands}), "evaluated_this_run": search.state.evaluated_now},
-        "seconds": {"search_this_run": search_seconds, "test": test_before.metrics["seconds"]
-                    + test_after.metrics["seconds"]},
-        "tokens_processed": {"search_this_run": search.state.tokens,
-                             "test": test_before.metrics["tokens_processed"] + test_after.metrics["tokens_processed"]},
-        "paper_layer_choice": info, "examples": data.manifest(), "config": cfg, "versions": versions(),
-    }
-    write_json(out_dir / "summary.json", summary)
+    tok = tokenizer_for(model, tokenizer, trust_remote_code)
+    check_vocab_fits(tok, lm, model, tokenizer)
+    if evaluator == "classifier":
+        max_length = fit_max_length(max_length, lm)  # run.json keeps the value given (cfg), so reruns match
+        if lm.config.pad_token_id is None:  # a causal LM loaded as a classifier: batches need a pad id
+            lm.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    summary = search_svd(lm, tok, task, strategy=strategy, modules=modules, layers=layers, rates=rates, shots=shots,
+                         n_val=n_val, n_test=n_test, seed=seed, top_k=top_k, svd_dtype=svd_dtype, evaluator=evaluator,
+                         calibrate=calibrate, batch_size=batch_size, max_length=max_length, split=split,
+                         data_dir=data_dir, out=None if dry_run else out, dry_run=dry_run, progress=progress,
+                         record=cfg, source=None if dry_run else model_source(model))
+    summary.pop("edit", None)  # the CLI's summary is summary.json's content; the edit is in edit.json
     return summary
-
-
-def _dry_run(strategy, layers, modules, rates, num_layers, val_eval, top_k) -> dict:
-    plan = getattr(val_eval, "plan", None)
-    per_eval = (len(plan.prefix_ids) + sum(len(r) - len(plan.prefix_ids) for r in plan.rows)) if plan else \
-        sum(int(e["attention_mask"].sum()) for e in val_eval.encodings)
-    live = [r for r in rates if r > 0]
-    if strategy == "grid":
-        cand_layers = [(l, m) for l in layers for m in modules for _ in live]
-    elif strategy == "paper":
-        cand_layers = [(max(layers), m) for m in modules for _ in live]  # layer chosen later; upper bound
-    else:
-        cand_layers = [(l, m) for l in layers for m in modules for _ in live]
-    # a candidate at layer l runs layers l..L-1 (the reuse path), i.e. (L - l) / L of a full pass
-    layer_tokens = sum(per_eval * (num_layers - l) / num_layers for l, _ in cand_layers) if plan else \
-        per_eval * len(cand_layers)
-    return {"dry_run": True, "strategy": strategy, "candidates": 1 + len(cand_layers) + (len(layers) * len(modules)
-            if 0.0 in rates and strategy == "grid" else 0),
-            "candidates_to_evaluate": 1 + len(cand_layers), "tokens_per_evaluation": per_eval,
-            "estimated_tokens": int(per_eval + layer_tokens), "note": "paper: layer chosen by condition number "
-            "at run time; greedy: an upper bound" if strategy != "grid" else ""}

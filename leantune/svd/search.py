@@ -15,14 +15,9 @@ from .edits import Edit, edited
 from .journal import Journal
 from .lowrank import SVDCache
 from .reuse import LayerReuseRunner
-from .strategies import grid_candidates, paper_choice, tie_key
+from .strategies import BASELINE, Outcome, Strategy, candidate_key, make_strategy, tie_key
 
-BASELINE = "baseline"
-
-
-def candidate_key(edits: list[Edit]) -> str:
-    live = [e for e in edits if e.rate > 0]
-    return "+".join(e.key for e in live) if live else BASELINE
+__all__ = ["BASELINE", "Dist", "Search", "SearchState", "candidate_key"]
 
 
 @dataclass
@@ -117,45 +112,26 @@ class Search:
                            self.modules)
         return max(candidates, key=key)
 
-    # --- strategies ---------------------------------------------------------------------
+    # --- strategies (svd/strategies/: one class per strategy) -----------------------------------------
+    def run(self, strategy: Strategy | str, layers: list[int], rates: list[float], **options) -> Outcome:
+        """Run a strategy (an instance, or a registered name given its ``options``, e.g. ``top_k``)."""
+        if isinstance(strategy, str):
+            strategy = make_strategy(strategy, **options)
+        return strategy.run(self, layers, rates)
+
     def grid(self, layers, rates) -> tuple[list[Edit], list[list[Edit]]]:
-        cands = [[]] + grid_candidates(layers, self.modules, rates)
-        self.prepare_reuse({e.layer for c in cands for e in c})
-        with self._bar(len(cands)) as bar:
-            self.run_candidates(cands, bar)
-        return self.best(cands), cands
+        o = self.run("grid", layers, rates)
+        return o.chosen, o.candidates
 
     def paper(self, layers, rates, top_k: int) -> tuple[list[Edit], list[list[Edit]], dict]:
-        chosen, cands, info = {}, [[]], {}
-        for module in self.modules:
-            layer, conds = paper_choice(self.cache, layers, module, top_k)
-            chosen[module] = layer
-            info[module] = {"chosen_layer": layer, "top_k": top_k, "condition_numbers": conds}
-            cands += [[Edit(layer, module, r)] for r in rates]
-        self.prepare_reuse(set(chosen.values()))
-        with self._bar(len(cands)) as bar:
-            self.run_candidates(cands, bar)
-        return self.best(cands), cands, info
+        o = self.run("paper", layers, rates, top_k=top_k)
+        return o.chosen, o.candidates, o.info
 
     def greedy(self, layers, rates) -> tuple[list[Edit], list[list[Edit]]]:
-        live_rates = [r for r in rates if r > 0]
-        self.prepare_reuse(set(layers))
-        kept: list[Edit] = []
-        all_cands = [[]]
-        with self._bar(1 + len(layers) * len(self.modules) * len(live_rates)) as bar:
-            self.run_candidates([[]], bar)
-            current = self.state.results[BASELINE]["val_accuracy"]
-            for layer in sorted(layers, reverse=True):  # deepest first: kept edits stay above the next layer
-                step = [kept + [Edit(layer, m, r)] for m in self.modules for r in live_rates]
-                all_cands += step
-                self.run_candidates(step, bar)
-                top = self.best(step)
-                acc = self.state.results[candidate_key(top)]["val_accuracy"]
-                if acc > current:
-                    kept, current = top, acc
-        return kept, all_cands
+        o = self.run("greedy", layers, rates)
+        return o.chosen, o.candidates
 
-    def _bar(self, total: int):
+    def bar(self, total: int):
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc="svd search", unit="cand", disable=not self.progress or self.dist.rank != 0)

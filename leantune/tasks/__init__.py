@@ -2,6 +2,6 @@
 
 from .files import default_data_dir
 from .taskfile import load_task_file, resolve_task
-from .registry import SPLITS, TASKS, Task, available_splits, carve, get_task, load_split
+from .registry import PROVIDERS, SPLITS, TASKS, Task, available_splits, carve, get_task, load_split, register_provider
 
-__all__ = ["SPLITS", "TASKS", "Task", "available_splits", "carve", "default_data_dir", "get_task", "load_split", "load_task_file", "resolve_task"]
+__all__ = ["PROVIDERS", "register_provider", "SPLITS", "TASKS", "Task", "available_splits", "carve", "default_data_dir", "get_task", "load_split", "load_task_file", "resolve_task"]

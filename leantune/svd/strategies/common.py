@@ -1,11 +1,4 @@
-"""Candidate generation for the SVD search.
-
-* ``grid``: every (layer, module, rate).
-* ``paper``: the SVD paper's Algorithm 1 — per module, rank the layers by 2-norm condition number
-  (the largest over the module's matrices), take the top-k and use the one with the largest index;
-  then a grid over the rates at that layer.
-* ``greedy``: LASER-style composition from the deepest layer down; at each layer try every (module,
-  rate) on top of the edits kept so far and keep the best one only if validation accuracy improves.
+"""Helpers every strategy shares: layer specs, the candidate grid, condition numbers, tie-breaking.
 
 Choice and tie-breaking (all strategies): the highest validation accuracy wins; on a tie the
 unedited model wins (an edit must strictly improve), then the larger rate (more compression), then
@@ -16,11 +9,16 @@ from __future__ import annotations
 
 import re
 
-from ..errors import LeantuneError
-from .edits import Edit, module_matrices
-from .lowrank import SVDCache, check_rate
+from ...errors import LeantuneError
+from ..edits import Edit, module_matrices
+from ..lowrank import SVDCache, check_rate
 
-STRATEGIES = ("paper", "grid", "greedy")
+BASELINE = "baseline"
+
+
+def candidate_key(edits: list[Edit]) -> str:
+    live = [e for e in edits if e.rate > 0]
+    return "+".join(e.key for e in live) if live else BASELINE
 
 
 def parse_layers(spec: str | None, num_layers: int) -> list[int]:

@@ -1,0 +1,256 @@
+"""Evidence for the attention fine-tuning paper's claims (S1 a-d): sequence classification, resumable.
+
+Configs (per method: LoRA r=8 and full-matrix updates), equal step budgets, eval curves every ``--eval-every``:
+  qv_l1 qv_l2 qv_l4 qv_l8   W_q + W_v, lr_V = lambda * lr_Q
+  qkv_l1 qk_l1 v_l1         the paper's controls (all three; Q+K without V; V alone)
+  full_ft                   plain full fine-tuning (all parameters)
+The base lr of each method is chosen ONCE at lambda = 1 (SST-2, seed 0, MiniLM) among ``--lr-*``, then fixed
+for every lambda, task, seed and model (never tuned per lambda). Every run is a separate process
+(``python -m leantune finetune``), so its peak RSS is its own; one JSON line per finished run goes to
+``benchmarks/results/evidence_finetune.jsonl`` and finished runs are never redone. ``--summary-only``
+rebuilds the tables and curve plots from that file.
+
+    nice -n 10 .venv/bin/python benchmarks/evidence_finetune.py                # everything, priority order
+    .venv/bin/python benchmarks/evidence_finetune.py --summary-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+JOURNAL = RESULTS / "evidence_finetune.jsonl"
+DOCS = ROOT / "docs" / "evidence"
+WORK = ROOT / "runs" / "evidence" / "finetune"
+
+# config -> (targets, lambda); the method (lora | full) is the other half of a run's name
+SELECTIVE = {"qv_l1": ("qv", 1.0), "qv_l2": ("qv", 2.0), "qv_l4": ("qv", 4.0), "qv_l8": ("qv", 8.0),
+             "qkv_l1": ("qkv", 1.0), "qk_l1": ("qk", 1.0), "v_l1": ("v", 1.0)}
+LAMBDAS = ("qv_l1", "qv_l2", "qv_l4", "qv_l8")
+PAPER = {  # RoBERTa-base, r = 8, the paper's GLUE table (accuracy %, MRPC: its reported metric)
+    "lora/qkv_l1": {"rte": 70.76, "mrpc": 85.04, "sst2": 93.92},
+    "lora/qv_l4": {"rte": 75.09, "mrpc": 87.01, "sst2": 94.04},
+}
+# per (model, task): steps, batch size, max length, eval every
+BUDGET = {("minilm", "sst2"): (600, 16, 64, 50), ("minilm", "rte"): (600, 16, 128, 50),
+          ("minilm", "mrpc"): (600, 16, 128, 50), ("smollm2-135m", "sst2"): (300, 8, 64, 50),
+          ("smollm2-135m", "rte"): (300, 8, 128, 50)}
+
+
+def all_configs() -> list[str]:
+    return [f"{m}/{c}" for m in ("lora", "full") for c in SELECTIVE] + ["full_ft"]
+
+
+def run_key(model, task, config, lr, seed) -> str:
+    steps, bs, length, every = BUDGET[(model, task)]
+    return f"{model}/{task}/{config}/lr{lr:g}/s{seed}/steps{steps}-bs{bs}-len{length}"
+
+
+def read_rows() -> list[dict]:
+    rows = []
+    if JOURNAL.is_file():
+        for line in JOURNAL.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # torn by a kill: that run is redone
+    return rows
+
+
+def append_row(rec: dict) -> None:
+    JOURNAL.parent.mkdir(parents=True, exist_ok=True)
+    text = JOURNAL.read_text() if JOURNAL.is_file() else ""
+    with open(JOURNAL, "a") as f:
+        if text and not text.endswith("\n"):
+            f.write("\n")
+        f.write(json.dumps(rec) + "\n")
+
+
+def run(model, task, config, lr, seed, threads) -> dict:
+    steps, bs, length, every = BUDGET[(model, task)]
+    method, _, name = config.partition("/")
+    targets, lam = ("all", 1.0) if config == "full_ft" else SELECTIVE[name]
+    method = "full" if config == "full_ft" else method
+    key = run_key(model, task, config, lr, seed)
+    out = WORK / key.replace("/", "_")
+    shutil.rmtree(out, ignore_errors=True)  # a run killed half-way restarts from scratch (our own folder)
+    cmd = [sys.executable, "-m", "leantune", "finetune", "--model", model, "--task", task, "--targets", targets,
+           "--method", method, "--rank", "8", "--alpha", "16", "--dropout", "0.05", "--lr", f"{lr:g}",
+           "--v-lr-ratio", f"{lam:g}", "--max-steps", str(steps), "--batch-size", str(bs), "--max-length", str(length),
+           "--eval-every", str(every), "--seed", str(seed), "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{key} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    m = json.loads((out / "metrics.json").read_text())
+    ev = m["eval"]
+    rec = {"run": key, "model": model, "task": task, "config": config, "method": method, "targets": targets,
+           "lambda": lam, "lr": lr, "seed": seed, "steps": m["train"]["steps"], "batch_size": bs, "max_length": length,
+           "metric": ev["metric"], "score": ev["score"], "accuracy": ev.get("accuracy"), "f1": ev.get("f1"),
+           "curve": [{"step": h["step"], "score": h.get("score"), "accuracy": h.get("accuracy")}
+                     for h in m["history"]["eval"]],
+           "trainable_params": m["trainable_params"], "artifact_bytes": m["artifact_bytes"],
+           "peak_rss_mb": m["train"]["peak_rss_mb"], "step_time_s_median": m["train"]["step_time_s_median"],
+           "train_runtime_s": m["train"]["runtime_s"], "wall_s": round(time.perf_counter() - t0, 1),
+           "optimizer_groups": m["optimizer_groups"], "data": m["data"], "model_source": m.get("model_source"),
+           "threads": threads, "machine": machine()}
+    shutil.rmtree(out, ignore_errors=True)  # keep the numbers; a full-FT "adapter" is the whole model
+    return rec
+
+
+def chosen_lrs(rows, lr_grid) -> dict:
+    """Per method: the lambda = 1 config's best lr on MiniLM SST-2 seed 0 (ties: the smaller lr)."""
+    chosen = {}
+    for method, config in (("lora", "lora/qv_l1"), ("full", "full/qv_l1"), ("full_ft", "full_ft")):
+        scores = {r["lr"]: r["score"] for r in rows if r["model"] == "minilm" and r["task"] == "sst2"
+                  and r["config"] == config and r["seed"] == 0 and r["lr"] in lr_grid[method]}
+        if len(scores) == len(lr_grid[method]):
+            chosen[method] = max(scores, key=lambda lr: (scores[lr], -lr))
+    return chosen
+
+
+def method_of(config: str) -> str:
+    return "full_ft" if config == "full_ft" else config.split("/")[0]
+
+
+def plan(models, tasks, seeds, lr_grid, rows) -> list[tuple]:
+    """Runs still to do, in priority order; the lr selection runs come first (they fix the grid's lrs)."""
+    todo = [("minilm", "sst2", cfg, lr, 0) for method, cfg in (("lora", "lora/qv_l1"), ("full", "full/qv_l1"),
+                                                                ("full_ft", "full_ft")) for lr in lr_grid[method]]
+    lrs = chosen_lrs(rows, lr_grid)
+    if len(lrs) == 3:
+        for model in models:
+            for seed in seeds:
+                for task in tasks:
+                    if (model, task) not in BUDGET:
+                        continue
+                    configs = all_configs() if model == "minilm" else \
+                        ["lora/qv_l1", "lora/qv_l4", "lora/qkv_l1", "lora/v_l1", "lora/qk_l1"]  # 135M: LoRA only
+                    todo += [(model, task, c, lrs[method_of(c)], seed) for c in configs]
+    done = {r["run"] for r in rows}
+    seen, out = set(), []
+    for u in todo:
+        k = run_key(*u)
+        if k not in done and k not in seen:
+            seen.add(k)
+            out.append(u)
+    return out
+
+
+def summarize(rows, lr_grid) -> str:
+    lrs = chosen_lrs(rows, lr_grid)
+    lines = [f"<!-- generated by benchmarks/evidence_finetune.py --summary-only from {len(rows)} runs -->",
+             f"\nBase learning rates chosen once at lambda = 1 (MiniLM, SST-2, seed 0): {lrs or 'not yet'}"]
+    if len(lrs) < 3:
+        return "\n".join(lines) + "\n"
+    grid = [r for r in rows if r["lr"] == lrs[method_of(r["config"])]]
+    for (model, task) in BUDGET:
+        mine = [r for r in grid if r["model"] == model and r["task"] == task]
+        if not mine:
+            continue
+        steps, bs, length, every = BUDGET[(model, task)]
+        lines += [f"\n#### {model} / {task} ({steps} steps, batch {bs}, length {length}; final dev "
+                  f"{mine[0]['metric']}, mean ± std over seeds, %)\n",
+                  "| config | seeds | final score | best-during-run | steps to 95% of best | curve AUC | trainable | "
+                  "artifact KB | peak RSS MB | step ms | paper (RoBERTa-base) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        best_final = max(r["score"] for r in mine)
+        for config in all_configs():
+            rs = [r for r in mine if r["config"] == config]
+            if not rs:
+                continue
+            finals = [100 * r["score"] for r in rs]
+            bests = [100 * max(p["score"] for p in r["curve"]) for r in rs]
+            reach = [next((p["step"] for p in r["curve"] if p["score"] >= 0.95 * best_final), None) for r in rs]
+            aucs = [100 * statistics.mean(p["score"] for p in r["curve"]) for r in rs]
+            paper = PAPER.get(config, {}).get(task) if model == "minilm" else None
+            lines.append(f"| {config} | {len(rs)} | {_ms(finals)} | {_ms(bests)} | "
+                         f"{_ms([x for x in reach if x is not None], 0)}{'' if all(reach) else ' (some never)'} | "
+                         f"{_ms(aucs)} | {rs[0]['trainable_params']:,} | {rs[0]['artifact_bytes'] / 1e3:.0f} | "
+                         f"{statistics.median(r['peak_rss_mb'] for r in rs):.0f} | "
+                         f"{1e3 * statistics.median(r['step_time_s_median'] for r in rs):.0f} | "
+                         f"{paper if paper is not None else '-'} |")
+        _curves(mine, model, task, DOCS / f"ft_curves_{model}_{task}.png")
+        lines.append(f"\n![{model} {task} eval curves](evidence/ft_curves_{model}_{task}.png)")
+    return "\n".join(lines) + "\n"
+
+
+def _ms(xs, digits=2) -> str:
+    if not xs:
+        return "-"
+    m = statistics.mean(xs)
+    return f"{m:.{digits}f} ± {statistics.stdev(xs):.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
+
+
+def _curves(rows, model, task, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    DOCS.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, method in zip(axes, ("lora", "full")):
+        for config in [f"{method}/{c}" for c in SELECTIVE] + ["full_ft"]:
+            rs = [r for r in rows if r["config"] == config]
+            if not rs:
+                continue
+            steps = [p["step"] for p in rs[0]["curve"]]
+            mean = [statistics.mean(r["curve"][i]["score"] for r in rs if i < len(r["curve"])) for i in range(len(steps))]
+            ax.plot(steps, mean, marker=".", label=config.split("/")[-1], linestyle="--" if config == "full_ft" else "-")
+        ax.set_title(f"{model} {task}: {method} (mean over seeds)")
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("dev score")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="minilm,smollm2-135m")
+    p.add_argument("--tasks", default="sst2,rte,mrpc")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--lr-lora", default="5e-4,2e-3")
+    p.add_argument("--lr-full", default="1e-4,5e-4")
+    p.add_argument("--lr-full-ft", default="5e-5,2e-4")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-runs", type=int, default=None)
+    p.add_argument("--summary-only", action="store_true")
+    a = p.parse_args()
+    lr_grid = {"lora": [float(x) for x in a.lr_lora.split(",")], "full": [float(x) for x in a.lr_full.split(",")],
+               "full_ft": [float(x) for x in a.lr_full_ft.split(",")]}
+    if not a.summary_only:
+        n = 0
+        while a.max_runs is None or n < a.max_runs:
+            todo = plan(a.models.split(","), a.tasks.split(","), [int(s) for s in a.seeds.split(",")], lr_grid,
+                        read_rows())
+            if not todo:
+                break
+            u = todo[0]
+            rec = run(*u, threads=a.threads)
+            append_row(rec)
+            n += 1
+            print(f"[{n}, {len(todo) - 1} left] {rec['run']}: {rec['metric']} {rec['score']:.4f} "
+                  f"({rec['wall_s']:.0f}s)", flush=True)
+    md = summarize(read_rows(), lr_grid)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "finetune_tables.md").write_text(md)
+    print(f"summary: {DOCS / 'finetune_tables.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

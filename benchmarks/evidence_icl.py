@@ -1,0 +1,254 @@
+"""Evidence for the SVD-for-ICL paper's claims (S2 a/b/c) on real pretrained causal LMs, resumable.
+
+One unit = (model, task, demo seed, shots per class, part), part in:
+  deep     grid over the deepest 4 layers x {mlp, attn} x the paper's 8 rates
+  shallow  grid over the shallowest 4 layers x {mlp, attn} x the paper's 8 rates
+  paper    the paper's Algorithm 1 (layer among the top-3 by condition number, largest index; rates by val)
+Each unit runs ``leantune.svd.run_search.icl_search`` (itself journaled: a killed unit resumes mid-way) in
+``runs/evidence/icl/...``; validation picks, the held-out test split reports. A finished unit appends one
+JSON line to ``benchmarks/results/evidence_icl.jsonl`` (commit it as it grows); finished units are never
+redone. ``--summary-only`` rebuilds every table and plot from that file without computing anything.
+
+    nice -n 10 .venv/bin/python benchmarks/evidence_icl.py                 # everything, in priority order
+    .venv/bin/python benchmarks/evidence_icl.py --models smollm2-135m --seeds 0 --parts deep,paper
+    .venv/bin/python benchmarks/evidence_icl.py --summary-only             # tables -> docs/evidence/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from common import RESULTS, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+JOURNAL = RESULTS / "evidence_icl.jsonl"
+DOCS = ROOT / "docs" / "evidence"
+MODELS = ("smollm2-135m", "gemma3-270m")
+TASKS = ("sst2", "rte", "cb", "copa", "mrpc", "emoc", "agnews")
+PARTS = ("deep", "paper", "shallow")
+RATES = (0.0, 0.1, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995)  # the paper's grid
+SHOTS = 5  # demonstrations per class
+FEW_SHOTS, FEW_SHOT_TASKS = 1, ("sst2", "rte")  # claim "fewer shots make pruning less harmful"
+N_VAL, N_TEST = 100, 200  # validation carved from the train pool; test = held-out split, never used to choose
+LAYERS = {"deep": "last4", "shallow": "0-3", "paper": "all"}
+
+
+def units(models, tasks, seeds, parts):
+    """All units, most informative first: every task at the first seed before more seeds."""
+    out = []
+    for model in models:
+        for seed in seeds:
+            for part in parts:
+                out += [(model, task, seed, SHOTS, part) for task in tasks]
+            if seed == seeds[0]:
+                out += [(model, task, seed, FEW_SHOTS, part) for task in FEW_SHOT_TASKS
+                        for part in ("deep", "shallow") if part in parts and task in tasks]
+    return out
+
+
+def key(u) -> str:
+    model, task, seed, shots, part = u
+    return f"{model}/{task}/k{shots}-s{seed}/{part}"
+
+
+def read_rows() -> list[dict]:
+    rows = []
+    if JOURNAL.is_file():
+        for line in JOURNAL.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill: that unit is redone (its search journal resumes it)
+    return rows
+
+
+def append_row(rec: dict) -> None:
+    JOURNAL.parent.mkdir(parents=True, exist_ok=True)
+    text = JOURNAL.read_text() if JOURNAL.is_file() else ""
+    with open(JOURNAL, "a") as f:
+        if text and not text.endswith("\n"):
+            f.write("\n")  # never glue a record onto a torn last line
+        f.write(json.dumps(rec) + "\n")
+
+
+def run_unit(u, threads: int) -> dict:
+    import torch
+
+    from leantune.svd.run_search import icl_search
+
+    torch.set_num_threads(threads)
+    model, task, seed, shots, part = u
+    out = ROOT / "runs" / "evidence" / "icl" / key(u)
+    n_test = None if task in ("cb", "copa") else N_TEST  # CB has 56, COPA 100 labelled held-out examples
+    t0 = time.perf_counter()
+    s = icl_search(model, task, strategy="grid" if part != "paper" else "paper", modules="mlp,attn",
+                   layers=LAYERS[part], rates=RATES, shots=shots, n_val=N_VAL, n_test=n_test, seed=seed, top_k=3,
+                   dtype="float32", batch_size=16, out=str(out), progress=False)
+    candidates = []
+    for line in (out / "candidates.jsonl").read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for e in rec.get("edits", []):
+            candidates.append({"layer": e["layer"], "module": e["module"], "rate": e["rate"],
+                               "val_accuracy": rec["val_accuracy"]})
+    return {"unit": key(u), "model": model, "task": task, "seed": seed, "shots": shots, "part": part,
+            "layers": LAYERS[part], "validation": s["validation"], "test": s["test"], "chosen": s["chosen_edits"],
+            "paper_layer_choice": s.get("paper_layer_choice"), "candidates": candidates,
+            "seconds": round(time.perf_counter() - t0, 1), "model_source": s.get("model_source"),
+            "machine": machine()}
+
+
+def _mean_std(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+
+
+def summarize(rows: list[dict]) -> str:
+    """Markdown tables for docs/evidence.md, and heatmaps in docs/evidence/."""
+    DOCS.mkdir(parents=True, exist_ok=True)
+    lines = [f"<!-- generated by benchmarks/evidence_icl.py --summary-only from {len(rows)} units -->"]
+    for model in MODELS:
+        mine = [r for r in rows if r["model"] == model and r["shots"] == SHOTS]
+        if not mine:
+            lines += [f"\n#### {model}\n\nNo finished units yet."]
+            continue
+        lines += [f"\n#### {model}: test accuracy, mean ± std over demo seeds ({SHOTS} demos/class)\n",
+                  "| task | seeds | before | paper (Alg. 1) | deep-4 grid | shallow-4 grid |",
+                  "|---|---|---|---|---|---|"]
+        for task in TASKS:
+            by_part = {p: [r for r in mine if r["task"] == task and r["part"] == p] for p in PARTS}
+            if not any(by_part.values()):
+                continue
+            befores = {r["seed"]: r["test"]["before"] for p in PARTS for r in by_part[p]}
+            cells = [_mean_std([r["test"]["after"] for r in by_part[p]]) for p in ("paper", "deep", "shallow")]
+            lines.append(f"| {task} | {','.join(map(str, sorted(befores)))} | {_mean_std(list(befores.values()))} | "
+                         + " | ".join(cells) + " |")
+        lines += ["", _test_gain_table(mine), "", _claim_b_table(mine)]
+        if any(r["model"] == model and r["shots"] == FEW_SHOTS for r in rows):
+            lines += ["", _shots_table(rows, model)]
+        lines.append(f"\n![{model}: validation accuracy change by layer and rate](evidence/icl_heatmap_{model}.png)")
+        _heatmap(mine, model, DOCS / f"icl_heatmap_{model}.png")
+    return "\n".join(lines) + "\n"
+
+
+def _test_gain_table(rows) -> str:
+    out = ["Chosen edit vs unedited on the held-out test split (one row per strategy, all tasks and seeds):", "",
+           "| strategy | units | test improved | unchanged (no edit chosen or same acc.) | worse | mean change |",
+           "|---|---|---|---|---|---|"]
+    for part in ("paper", "deep", "shallow"):
+        ds = [r["test"]["after"] - r["test"]["before"] for r in rows if r["part"] == part]
+        if ds:
+            out.append(f"| {part} | {len(ds)} | {sum(d > 1e-9 for d in ds)} | {sum(abs(d) <= 1e-9 for d in ds)} | "
+                       f"{sum(d < -1e-9 for d in ds)} | {statistics.mean(ds):+.3f} |")
+    return "\n".join(out)
+
+
+def _claim_b_table(rows) -> str:
+    out = ["Every grid candidate (layer, module, rate > 0) vs the unedited model on validation "
+           "(all tasks and seeds pooled):", "",
+           "| layers | candidates | beat unedited | tie | worse | median change | 10th pct change | worst change |",
+           "|---|---|---|---|---|---|---|---|"]
+    for part in ("deep", "shallow"):
+        deltas = sorted(c["val_accuracy"] - r["validation"]["before"] for r in rows if r["part"] == part
+                        for c in r["candidates"] if c["rate"] > 0)
+        if not deltas:
+            continue
+        n = len(deltas)
+        better, tie = sum(d > 1e-9 for d in deltas), sum(abs(d) <= 1e-9 for d in deltas)
+        out.append(f"| {part} 4 | {n} | {better / n:.1%} | {tie / n:.1%} | {(n - better - tie) / n:.1%} | "
+                   f"{statistics.median(deltas):+.3f} | {deltas[int(0.1 * (n - 1))]:+.3f} | {deltas[0]:+.3f} |")
+    return "\n".join(out)
+
+
+def _shots_table(rows, model) -> str:
+    out = [f"Fewer shots ({FEW_SHOTS} vs {SHOTS} demos/class, seed 0): mean validation change over the edit "
+           "candidates, and test before -> after of the chosen edit:", "",
+           "| task | shots | layers | mean val change | test before -> after |", "|---|---|---|---|---|"]
+    for task in FEW_SHOT_TASKS:
+        for shots in (FEW_SHOTS, SHOTS):
+            for part in ("deep", "shallow"):
+                for r in rows:
+                    if (r["model"], r["task"], r["shots"], r["part"], r["seed"]) != (model, task, shots, part, 0):
+                        continue
+                    ds = [c["val_accuracy"] - r["validation"]["before"] for c in r["candidates"] if c["rate"] > 0]
+                    out.append(f"| {task} | {shots} | {part} | {statistics.mean(ds):+.3f} | "
+                               f"{r['test']['before']:.3f} -> {r['test']['after']:.3f} |")
+    return "\n".join(out)
+
+
+def _heatmap(rows, model, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rates = [r for r in RATES if r > 0]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, module in zip(axes, ("mlp", "attn")):
+        cells: dict[tuple[int, float], list[float]] = {}
+        for r in rows:
+            if r["part"] not in ("deep", "shallow"):
+                continue
+            for c in r["candidates"]:
+                if c["module"] == module and c["rate"] > 0:
+                    cells.setdefault((c["layer"], c["rate"]), []).append(c["val_accuracy"] - r["validation"]["before"])
+        layers = sorted({layer for layer, _ in cells})
+        grid = np.full((max(1, len(layers)), len(rates)), np.nan)
+        for (layer, rate), ds in cells.items():
+            grid[layers.index(layer), rates.index(rate)] = statistics.mean(ds)
+        lim = max(0.05, float(np.nanmax(np.abs(grid)))) if cells else 0.05
+        im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_xticks(range(len(rates)), [f"{r:g}" for r in rates])
+        ax.set_yticks(range(len(layers)), layers)
+        ax.set_xlabel("clipping rate xi")
+        ax.set_ylabel("layer")
+        ax.set_title(f"{module}: mean val accuracy change")
+        fig.colorbar(im, ax=ax)
+    fig.suptitle(f"{model}: SVD edit minus unedited, mean over tasks and seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--parts", default=",".join(PARTS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
+    p.add_argument("--summary-only", action="store_true", help="rebuild tables/plots from the JSONL only")
+    args = p.parse_args()
+    if not args.summary_only:
+        done = {r["unit"] for r in read_rows()}
+        todo = [u for u in units(args.models.split(","), args.tasks.split(","),
+                                 [int(s) for s in args.seeds.split(",")], args.parts.split(","))
+                if key(u) not in done]
+        print(f"evidence_icl: {len(todo)} units to run", flush=True)
+        for i, u in enumerate(todo[: args.max_units]):
+            t0 = time.perf_counter()
+            rec = run_unit(u, args.threads)
+            append_row(rec)
+            print(f"[{i + 1}/{len(todo)}] {key(u)}: val {rec['validation']['before']:.3f}->"
+                  f"{rec['validation']['after']:.3f}, test {rec['test']['before']:.3f}->{rec['test']['after']:.3f} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    rows = read_rows()
+    md = summarize(rows)
+    (DOCS / "icl_tables.md").write_text(md)
+    print(f"summary: {DOCS / 'icl_tables.md'} ({len(rows)} units)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The fine-tuning engine as a library: optimizer groups and adapters for your own Trainer or loop.
+
+* :func:`qv_param_groups` / :func:`create_optimizer`: ``lr_V = v_ratio * lr_Q`` (and K, head, LoRA+ B,
+  no decay on biases and DoRA magnitudes) for whatever trains in ``model``: a plain transformers model
+  with some matrices trainable, a PEFT ``PeftModel`` with LoRA/DoRA on unfused q/v modules, or a model
+  from :func:`attach_adapters`. Which tensor belongs to W_q or W_v is asked of the architecture map
+  (``get_arch(model).matrix(layer, "v")``), never read off parameter names.
+* :func:`attach_adapters`: leantune's own adapters (fused Q/V slices included), with the CLI's defaults
+  (:class:`~leantune.finetune.config.AdapterConfig`), returned as :class:`AdaptedModel`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..arch import ATTN, get_arch, head_parameters
+from ..errors import LeantuneError
+from .adapters import Adapted, attach
+from .config import AdapterConfig
+from .groups import build_groups
+from .methods import Trained
+
+
+class AdaptedModel(nn.Module):
+    """A model with leantune adapters attached; call it, train it, hand it to a ``Trainer`` as the model.
+
+    Attributes it does not have itself (``config``, ``generation_config``, ...) come from the wrapped
+    model. ``state_dict()`` / ``load_state_dict()`` hold only the trained tensors under the keys of
+    leantune's adapter file (``layers.3.v.lora_A``, ``head.score.weight``; matrices as ``[out, in]``), so a
+    Trainer checkpoint is the adapter, never the private ``leantune_lora`` / ``parametrizations`` keys.
+    ``save_pretrained(dir)`` writes the adapter directory that ``leantune merge`` reads; :meth:`merge`
+    folds the adapters in and returns the plain transformers model.
+    """
+
+    def __init__(self, model: nn.Module, adapted: Adapted):
+        super().__init__()
+        self.model = model
+        self.__dict__["adapted"] = adapted  # a plain object, not a submodule (its tensors live in `model`)
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "model":
+                raise
+            return getattr(self._modules["model"], name)
+
+    def get_base_model(self) -> nn.Module:
+        """The wrapped transformers model (also what ``get_arch`` describes)."""
+        return self.model
+
+    @property
+    def trained(self) -> list[Trained]:
+        return self.adapted.trained
+
+    @property
+    def num_trainable(self) -> int:
+        return self.adapted.num_trainable
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        tensors = self.adapted.state_dict()
+        out = destination if destination is not None else {}
+        for k, v in tensors.items():
+            out[prefix + k] = v
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        from torch.nn.modules.module import _IncompatibleKeys
+
+        self.adapted.load_state_dict(dict(state_dict))  # always strict: a partial adapter is a mistake
+        return _IncompatibleKeys([], [])
+
+    def save_pretrained(self, out_dir, **meta):
+        """Write ``adapter.safetensors`` + ``leantune_adapter.json`` (the format of ``leantune finetune``)."""
+        from .artifacts import save_adapter
+
+        cfg = self.model.config
+        labels = [cfg.id2label[i] for i in sorted(cfg.id2label)] if getattr(cfg, "id2label", None) else None
+        info = {"base_model": getattr(cfg, "_name_or_path", ""), "head": _head_kind(self.model),
+                "num_labels": getattr(cfg, "num_labels", None), "labels": labels,
+                "pad_token_id": getattr(cfg, "pad_token_id", None), **meta}
+        return save_adapter(self.adapted, out_dir, info)
+
+    def merge(self) -> nn.Module:
+        """Fold the adapters into the weights; returns the wrapped model, a plain transformers model again."""
+        return self.adapted.merge()
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def adapted_class(model_cls: type) -> type:
+    """``AdaptedModel`` whose ``forward`` has the signature of ``model_cls.forward``, for each model class.
+
+    The Trainer reads it to keep dataset columns (``input_ids``, ...) and to find the label names
+    (``labels``): with a bare ``*args, **kwargs`` it would drop every column and never compute eval loss.
+    """
+    if model_cls not in _CLASSES:
+        def forward(self, *args, **kwargs):
+            return self.model(*args, **kwargs)
+
+        forward.__signature__ = inspect.signature(model_cls.forward)
+        forward.__doc__ = model_cls.forward.__doc__
+        _CLASSES[model_cls] = type(f"Adapted{model_cls.__name__}", (AdaptedModel,),
+                                   {"forward": forward, "__module__": __name__})
+    return _CLASSES[model_cls]
+
+
+def _head_kind(model: nn.Module) -> str:
+    name = type(model).__name__
+    return "seq-cls" if name.endswith("ForSequenceClassification") else \
+        "causal-lm" if name.endswith(("ForCausalLM", "LMHeadModel")) else "base"
+
+
+def attach_adapters(model: nn.Module, config: AdapterConfig | None = None, **overrides) -> AdaptedModel:
+    """Freeze ``model`` and attach trainable parts to the chosen logical matrices (and the task head).
+
+    ``attach_adapters(model, AdapterConfig(targets=("q", "v"), method="lora", rank=8))``; keyword
+    ``overrides`` replace single fields (``attach_adapters(model, method="dora")``). Defaults are the CLI's.
+    """
+    cfg = AdapterConfig(**{**(vars(config) if config is not None else {}), **overrides}).check()
+    adapted = attach(model, cfg.targets, cfg.method, cfg.rank, cfg.alpha, cfg.dropout, train_head=cfg.train_head)
+    return adapted_class(type(model))(model, adapted)
+
+
+# --- what trains in a model, asked of the architecture map ----------------------------------------------------
+def _is_peft_lora(module: nn.Module) -> bool:
+    # PEFT's LoraLayer API (lora.Linear, lora.Embedding, ...): adapters in ModuleDicts keyed by adapter name
+    return hasattr(module, "base_layer") and isinstance(getattr(module, "lora_A", None), nn.ModuleDict)
+
+
+def _same_ratio(m) -> bool:
+    """A fused weight whose parts all get the same lr (e.g. an MLP's gate|up) can train as one tensor."""
+    return all(n not in ATTN for n in (m.name,) + m.fused_with)
+
+
+def trained_tensors(model: nn.Module) -> list[Trained]:
+    """Every trainable tensor of ``model``, each with its group (q, k, v, o, head, all) and role.
+
+    Works on a plain transformers model, a ``PeftModel`` and a model carrying leantune adapters (attached
+    with :func:`attach_adapters`, whose own record is used as is). Raises when a trainable tensor mixes
+    Q, K and V rows (a whole fused ``c_attn`` weight, or PEFT LoRA on it), since no lr ratio can apply.
+    """
+    if isinstance(model, AdaptedModel):
+        return list(model.adapted.trained)
+    arch = get_arch(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen: set[int] = set()
+    out: list[Trained] = []
+
+    def add(group: str, role: str, p: nn.Parameter, m=None) -> None:
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append(Trained(names.get(id(p), f"{group}.{role}"), group, role, p, m))
+
+    for m in arch.matrices():  # every logical matrix: q, k, v, o and the MLP ones (those train at lr)
+        mod = m.module
+        lora = getattr(mod, "leantune_lora", None)
+        if lora is not None and m.name in lora.lora_A:  # leantune LoRA / DoRA (fused slices too)
+            add(m.name, "lora_A", lora.lora_A[m.name], m)
+            add(m.name, "lora_B", lora.lora_B[m.name], m)
+            if m.name in lora.magnitude:
+                add(m.name, "magnitude", lora.magnitude[m.name], m)
+        elif parametrize.is_parametrized(mod):  # leantune `full` on fused slices: one copy per part
+            for tensor_name, plist in mod.parametrizations.items():
+                part = getattr(plist[0], f"part_{m.name}", None)
+                if part is not None:
+                    add(m.name, "bias" if tensor_name == "bias" else "weight", part, m)
+        elif _is_peft_lora(mod):
+            if m.fused and not _same_ratio(m):
+                continue  # left to the check below: an error only if it trains
+            for key in mod.lora_A:
+                add(m.name, "lora_A", mod.lora_A[key].weight, m)
+                add(m.name, "lora_B", mod.lora_B[key].weight, m)
+                magnitudes = getattr(mod, "lora_magnitude_vector", None) or {}
+                if key in magnitudes:  # DoRA
+                    add(m.name, "magnitude", magnitudes[key].weight, m)
+            base = mod.base_layer
+            add(m.name, "weight", base.weight, m)
+            if getattr(base, "bias", None) is not None:
+                add(m.name, "bias", base.bias, m)
+        else:  # the matrix itself
+            if m.fused and not _same_ratio(m):
+                continue  # left to the check below: an error only if it trains
+            add(m.name, "weight", m.weight, m)
+            if m.bias is not None:
+                add(m.name, "bias", m.bias, m)
+    for m in arch.matrices(names=[n for n in ATTN if n in arch.names]):
+        if m.fused and not _same_ratio(m) and any(p.requires_grad and id(p) not in seen for p in m.module.parameters()):
+            how = "PEFT's LoRA on it trains them together" if _is_peft_lora(m.module) else "it trains as one tensor"
+            raise LeantuneError(f"{m.module_path} holds {'/'.join((m.name,) + m.fused_with)} in one weight and {how}, "
+                                "so lr_V != lr_Q cannot apply; use leantune.attach_adapters (method 'full', 'lora' "
+                                "or 'dora' on the Q and V slices only)")
+    for name, p in head_parameters(model).items():
+        add("head", "bias" if p.ndim < 2 else "weight", p)
+    for mod in model.modules():  # PEFT LoRA elsewhere (MLP, embeddings): lr, LoRA+ on B
+        if _is_peft_lora(mod):
+            for key in mod.lora_A:
+                add("all", "lora_A", mod.lora_A[key].weight)
+                add("all", "lora_B", mod.lora_B[key].weight)
+            for key in getattr(mod, "lora_embedding_A", {}):  # lora.Embedding keeps plain parameters
+                add("all", "lora_A", mod.lora_embedding_A[key])
+                add("all", "lora_B", mod.lora_embedding_B[key])
+    for name, p in model.named_parameters():  # anything else that trains (embeddings, norms, MLP): lr
+        add("all", "bias" if p.ndim < 2 else "weight", p)
+    return out
+
+
+def qv_param_groups(model: nn.Module, lr: float, v_ratio: float = 4.0, k_ratio: float = 1.0,
+                    head_lr: float | None = None, loraplus_ratio: float = 1.0,
+                    weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer parameter groups with ``lr_V = v_ratio * lr_Q`` for every trainable tensor of ``model``.
+
+    Groups (each a dict with ``name``, ``lr``, ``weight_decay``, ``params``): ``q``, ``k`` (``k_ratio * lr``),
+    ``v`` (``v_ratio * lr``), ``o`` and their ``.bias`` / ``.lora_A`` / ``.lora_B`` (LoRA+:
+    ``loraplus_ratio`` times the matrix's lr) / ``.magnitude`` (DoRA) variants, ``head`` (``head_lr``,
+    default ``lr``) and ``all`` for anything else that trains. Biases and magnitudes never decay.
+    """
+    if lr <= 0 or v_ratio <= 0 or k_ratio <= 0 or loraplus_ratio <= 0:
+        raise LeantuneError("lr, v_ratio, k_ratio and loraplus_ratio must be positive")
+    groups = build_groups(trained_tensors(model), lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)
+    if not groups:
+        raise LeantuneError("nothing in the model is trainable: attach adapters or set requires_grad first")
+    return groups
+
+
+def create_optimizer(model: nn.Module, optimizer_cls=torch.optim.AdamW, *, lr: float, v_ratio: float = 4.0,
+                     k_ratio: float = 1.0, head_lr: float | None = None, loraplus_ratio: float = 1.0,
+                     weight_decay: float = 0.0, **optimizer_kwargs) -> torch.optim.Optimizer:
+    """An optimizer over :func:`qv_param_groups`, e.g. for ``Trainer(optimizers=(opt, None))``.
+
+    The analogue of PEFT's ``create_loraplus_optimizer(model, optimizer_cls, lr=..., loraplus_lr_ratio=...)``;
+    ``optimizer_kwargs`` (``betas``, ``eps``, ...) go to ``optimizer_cls``.
+    """
+    groups = qv_param_groups(model, lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)
+    return optimizer_cls(groups, lr=lr, **optimizer_kwargs)
