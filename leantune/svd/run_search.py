@@ -16,6 +16,7 @@ import torch
 
 from ..arch import get_arch
 from ..errors import LeantuneError
+from ..precision import model_dtype, parse_bytes
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import edit_record, edited
 from .journal import Journal
@@ -37,6 +38,8 @@ def _dist() -> Dist:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        if torch.cuda.is_available():  # one GPU per process: LOCAL_RANK -> cuda:LOCAL_RANK (see load_model)
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
     return Dist(dist.get_rank(), dist.get_world_size())
 
@@ -72,7 +75,8 @@ def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "m
                calibrate: bool = False, batch_size: int = 16, max_length: int = 128, tokenizer: str | None = None,
                split: str = "validation", data_dir: str | None = None, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False, out: str = "runs/search", dry_run: bool = False,
-               progress: bool = True) -> dict:
+               progress: bool = True, device_map=None, max_memory=None, reuse_memory: str | int | None = None,
+               reuse_overflow: str = "auto") -> dict:
     from ..icl.splits import make_icl_data
     from ..models import load_model
     from ..tasks import resolve_task
@@ -85,12 +89,18 @@ def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "m
         raise LeantuneError("--svd-dtype must be float32 or float64")
     if evaluator not in ("icl", "classifier"):
         raise LeantuneError("--evaluator must be icl (causal LM) or classifier (sequence classification)")
+    if reuse_overflow not in ("auto", "cpu", "recompute"):
+        raise LeantuneError("--reuse-overflow must be auto, cpu or recompute")
+    budget = parse_bytes(reuse_memory)
     cfg = dict(model=model, task=task, strategy=strategy, modules=modules, layers=layers, rates=rates, shots=shots,
                n_val=n_val, n_test=n_test, seed=seed, top_k=top_k, svd_dtype=svd_dtype, evaluator=evaluator,
                calibrate=calibrate, batch_size=batch_size, max_length=max_length, tokenizer=tokenizer, split=split,
-               data_dir=data_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, out=out)
+               data_dir=data_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, out=out,
+               device_map=device_map if not isinstance(device_map, dict) else "custom", max_memory=max_memory,
+               reuse_memory=reuse_memory, reuse_overflow=reuse_overflow)
     head = "seq-cls" if evaluator == "classifier" else "causal-lm"
-    lm = load_model(model, head=head, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    lm = load_model(model, head=head, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                    device_map=device_map, max_memory=max_memory)
     arch = get_arch(lm)
     layer_list = parse_layers(layers, arch.num_layers)
     check_grid(arch, modules, rates)
@@ -100,13 +110,18 @@ def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "m
     val_eval, test_eval = _evaluators(model, task_obj, data, cfg, head)
 
     if dry_run:
-        return _dry_run(strategy, layer_list, modules, rates, arch.num_layers, val_eval, top_k)
+        from .memory import search_memory
+
+        mem = search_memory(lm, arch, val_eval, strategy, layer_list, modules, getattr(torch, svd_dtype).itemsize,
+                            budget, reuse_overflow)
+        return {**_dry_run(strategy, layer_list, modules, rates, arch.num_layers, val_eval, top_k), "memory": mem}
 
     dist = _dist()
     out_dir = Path(out)
     _check_run_dir(out_dir, cfg, dist.rank)
     cache = SVDCache(arch, getattr(torch, svd_dtype))
-    search = Search(lm, arch, val_eval, cache, Journal(out_dir, dist.rank, dist.world), modules, dist, progress)
+    search = Search(lm, arch, val_eval, cache, Journal(out_dir, dist.rank, dist.world), modules, dist, progress,
+                    reuse_memory=budget, reuse_overflow=reuse_overflow)
     t0 = time.perf_counter()
     info = {}
     if strategy == "grid":
@@ -148,6 +163,8 @@ def icl_search(model: str, task: str, strategy: str = "paper", modules: str = "m
         "tokens_processed": {"search_this_run": search.state.tokens,
                              "test": test_before.metrics["tokens_processed"] + test_after.metrics["tokens_processed"]},
         "paper_layer_choice": info, "examples": data.manifest(), "config": cfg, "versions": versions(),
+        "memory": {"reuse": search.runner.memory() if search.runner is not None else None,
+                   "dtype": str(model_dtype(lm)).removeprefix("torch.")},
     }
     write_json(out_dir / "summary.json", summary)
     return summary
