@@ -116,6 +116,8 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
         raise LeantuneError("--max-memory applies with --device-map (e.g. --device-map auto)")
     else:
         device = default_device(device)
+    if isinstance(kwargs.get("device_map"), dict):
+        kwargs["device_map"] = _map_for_head(kwargs["device_map"], auto, config)
     if num_labels is not None:
         config.num_labels = num_labels
     try:
@@ -127,6 +129,19 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     if device:
         model.to(device)
     return model.eval()
+
+
+def _map_for_head(device_map: dict, auto, config) -> dict:
+    """One map file for every head: a map written for the LM (``transformer.h.0``) also places the bare
+    model (``h.0``) that ``inspect`` loads; names the bare model lacks (``lm_head``) are dropped."""
+    try:
+        cls = auto._model_mapping[type(config)]
+    except (KeyError, AttributeError):
+        return device_map
+    prefix = getattr(cls, "base_model_prefix", "")
+    if auto.__name__ != "AutoModel" or not prefix or not any(k.startswith(prefix + ".") for k in device_map):
+        return device_map
+    return {k.removeprefix(prefix + "."): v for k, v in device_map.items() if k.startswith(prefix + ".")}
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

@@ -96,6 +96,8 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     from ..models import load_model
 
     cfg.check()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cpu = _place(cfg, world)  # before any loading: a flag the machine cannot honour fails at once
     if not cfg.out:
         raise LeantuneError("--out is required: the directory for metrics.json, adapter/ and curves.png")
     out = Path(cfg.out)
@@ -115,10 +117,8 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
 
     train_ds = Encoded(data.train, tokenizer, data.text_fields, cfg.max_length)
     eval_ds = Encoded(data.eval, tokenizer, data.text_fields, cfg.max_length)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     epochs = cfg.epochs if cfg.epochs is not None else (None if cfg.max_steps else 3.0)
     steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * world * cfg.grad_accum))
-    use_cpu = _place(cfg, world)
     total = cfg.max_steps or math.ceil(steps_per_epoch * epochs)
     eval_every = cfg.eval_every or max(1, total // 5)
 
@@ -129,9 +129,7 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
         warmup_steps=cfg.warmup, max_steps=cfg.max_steps or -1, num_train_epochs=epochs or 1.0,
         eval_strategy="steps", eval_steps=eval_every, logging_steps=cfg.log_every, logging_first_step=True,
         disable_tqdm=cfg.quiet, bf16=cfg.bf16, fp16=cfg.fp16, dataloader_num_workers=0,
-        gradient_accumulation_steps=cfg.grad_accum, gradient_checkpointing=cfg.gradient_checkpointing,
-        # non-reentrant: the frozen embeddings give no input that requires grad, which reentrant checkpointing needs
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        gradient_accumulation_steps=cfg.grad_accum, **_checkpointing(cfg.gradient_checkpointing),
         dataloader_pin_memory=torch.cuda.is_available() and not use_cpu, ddp_find_unused_parameters=False,
         # several CPU processes (torchrun / accelerate launch without GPUs): accelerate needs cpu=True to see
         # MULTI_CPU, and gloo is the CPU backend
@@ -181,6 +179,16 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     return metrics
 
 
+def _checkpointing(on: bool) -> dict:
+    """TrainingArguments for gradient checkpointing, under the name this transformers uses."""
+    from transformers import TrainingArguments
+
+    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    # non-reentrant: the frozen embeddings give no input that requires grad, which reentrant checkpointing needs
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def _place(cfg: FinetuneConfig, world: int) -> bool:
     """Checks the precision/device flags against the machine; True when the Trainer must stay on the CPU."""
     cuda = torch.cuda.is_available()
@@ -194,7 +202,8 @@ def _place(cfg: FinetuneConfig, world: int) -> bool:
             torch.cuda.set_device(int(dev.split(":", 1)[1]))  # the Trainer's "cuda" is the current device
     elif dev not in ("", "cpu"):
         raise LeantuneError(f"--device {cfg.device}: fine-tuning runs on cpu or cuda[:N]")
-    return dev == "cpu" or (world > 1 and not cuda)
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return dev == "cpu" or (not cuda and not mps)  # the Trainer wants use_cpu for bf16 autocast on the CPU
 
 
 def _history(log_history: list[dict]) -> dict:

@@ -57,12 +57,13 @@ def search_memory(model, arch: ArchMap, evaluator, strategy: str, layers: list[i
         on_cpu = input_device(model).type == "cpu"
         if overflow == "auto":
             overflow = "recompute" if on_cpu else "cpu"
-        slots = n_cand if reuse_memory is None or (overflow == "cpu" and on_cpu) else \
-            min(n_cand, int(reuse_memory // max(per_layer, 1)))
+        slots = n_cand if reuse_memory is None else min(n_cand, int(reuse_memory // max(per_layer, 1)))
         out["recorded_states"] = slots * per_layer
         out["recorded_states_per_layer"] = per_layer
         if overflow != "recompute" and slots < n_cand:
             out["recorded_states_on_cpu"] = (n_cand - slots) * per_layer
+            if on_cpu:  # a CPU-only run: "kept on the CPU" is the same memory
+                out["recorded_states"] += out.pop("recorded_states_on_cpu")
     out["peak"] = sum(v for k, v in out.items() if k in ("weights", "svd_factors", "kv_caches", "activations",
                                                           "recorded_states"))
     return out

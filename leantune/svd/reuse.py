@@ -69,7 +69,7 @@ class LayerReuseRunner:
             self.on_cpu: set[int] = set()
         else:  # record every candidate layer; the deepest ones beyond the budget wait on the CPU
             self.layers = list(self.candidates)
-            self.on_cpu = set(self.candidates[slots:]) if self.device.type != "cpu" else set()
+            self.on_cpu = set(self.candidates[slots:])  # (on a CPU-only run the same memory, just labelled)
         self.prefix_in: dict[int, torch.Tensor] = {}
         self.batch_in: list[dict[int, torch.Tensor]] = [{} for _ in self.batches]
         self.tuple_output = False
@@ -167,10 +167,11 @@ class LayerReuseRunner:
 
     def memory(self) -> dict:
         """Bytes of recorded states now held on the model's devices and on the CPU."""
-        out = {"device": 0, "cpu": 0, "recorded_layers": list(self.layers), "overflow": self.overflow}
-        for t in list(self.prefix_in.values()) + [t for st in self.batch_in for t in st.values()]:
-            out["cpu" if t.device.type == "cpu" and self.device.type != "cpu" else "device"] += \
-                t.numel() * t.element_size()
+        out = {"device": 0, "cpu": 0, "recorded_layers": list(self.layers), "on_cpu": sorted(self.on_cpu),
+               "overflow": self.overflow, "per_layer": self.per_layer_bytes}
+        for store in [self.prefix_in, *self.batch_in]:
+            for layer, t in store.items():
+                out["cpu" if layer in self.on_cpu else "device"] += t.numel() * t.element_size()
         return out
 
     def runner_from(self, layer: int):
