@@ -72,6 +72,12 @@ def _trainer_classes():
 
         def create_optimizer(self, model=None):
             if self.optimizer is None:
+                # FSDP wraps before the optimizer exists: with use_orig_params it keeps our Parameter objects,
+                # without it they are flattened away and the groups would train nothing
+                live = {id(p) for p in (model or self.model).parameters()}
+                if any(id(p) not in live for g in self._leantune_groups for p in g["params"]):
+                    raise LeantuneError("the wrapped model no longer holds the parameters leantune trains; with "
+                                        "FSDP set fsdp_use_orig_params: true in the accelerate config")
                 self.optimizer = torch.optim.AdamW(self._leantune_groups, lr=self.args.learning_rate,
                                                    betas=(self.args.adam_beta1, self.args.adam_beta2),
                                                    eps=self.args.adam_epsilon)
