@@ -111,7 +111,8 @@ def check_eval(model_dir: Path, device: str, n: int, shots: int) -> dict:
             r = ev.evaluate(model)
             _sync(device)
             res[dtype] = {"accuracy": r.metrics["accuracy"], "seconds": time.perf_counter() - t0,
-                          "logprobs": [p["logprobs"] for p in r.predictions], "preds": [p["pred"] for p in r.predictions]}
+                          "logprobs": [p["logprobs"] for p in r.predictions],
+                          "preds": [p["pred"] for p in r.predictions]}
         except LeantuneError as e:
             res[dtype] = {"error": str(e)}
         del model
@@ -136,7 +137,8 @@ def check_eval(model_dir: Path, device: str, n: int, shots: int) -> dict:
 
 
 def _journal(d: Path) -> list:
-    return [(r["key"], r["val_correct"]) for r in (json.loads(x) for x in (d / "candidates.jsonl").read_text().splitlines())]
+    lines = (d / "candidates.jsonl").read_text().splitlines()
+    return [(r["key"], r["val_correct"]) for r in map(json.loads, lines)]
 
 
 def check_search_apply(model_dir: Path, device: str, dtype: str, n_val: int, work: Path, tiny: bool) -> dict:
@@ -256,7 +258,8 @@ def speed_eval(model_dir: Path, device: str, n: int, shots: int, work: Path) -> 
                          task_manager=TaskManager(include_path=str(tasks_dir)))
     theirs = time.perf_counter() - t0
     return {"n": n, "leantune_s": ours, "lm_eval_s": theirs, "speedup": theirs / ours,
-            "leantune_accuracy": res.metrics["accuracy"], "lm_eval_accuracy": le["results"]["gpucheck_sst2"]["acc,none"]}
+            "leantune_accuracy": res.metrics["accuracy"],
+            "lm_eval_accuracy": le["results"]["gpucheck_sst2"]["acc,none"]}
 
 
 def speed_search(model_dir: Path, device: str, n_val: int, seed_candidates: int, work: Path, tiny: bool) -> dict:

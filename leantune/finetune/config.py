@@ -99,11 +99,13 @@ class FinetuneConfig:
             raise LeantuneError("give either --max-steps or --epochs, not both")
         if self.bf16 and self.fp16:
             raise LeantuneError("give either --bf16 or --fp16, not both")
+        import torch
+
         from ..models import DTYPES
 
         if self.dtype not in DTYPES:
             raise LeantuneError(f"unknown dtype '{self.dtype}'; choose one of {', '.join(DTYPES)}")
-        if self.fp16 and DTYPES[self.dtype] in ("auto", __import__("torch").float16):
+        if self.fp16 and DTYPES[self.dtype] in ("auto", torch.float16):
             raise LeantuneError("--fp16 mixed precision needs float32 weights (--dtype float32): the Trainer's "
                                 "loss scaler cannot unscale float16 gradients")
         for name in ("lr", "v_lr_ratio", "k_lr_ratio", "loraplus_ratio", "batch_size", "max_length", "rank",

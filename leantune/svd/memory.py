@@ -24,12 +24,11 @@ def search_memory(model, arch: ArchMap, evaluator, strategy: str, layers: list[i
                   svd_itemsize: int, reuse_memory: int | None = None, overflow: str = "auto") -> dict:
     """Bytes per component and their sum (``peak``); ``overflow`` as in :class:`LayerReuseRunner`."""
     from ..icl.scoring import make_batches
-    from .reuse import state_bytes_per_layer
+    from .reuse import hidden_size, state_bytes_per_layer
 
     itemsize = model_dtype(model).itemsize
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    cfg = model.config
-    hidden = int(cfg.hidden_size)
+    hidden = hidden_size(model)
     out = {"weights": weights}
     svd_layers = layers if strategy != "paper" else [max(layers)]  # paper: S only for ranking, factors for one
     out["svd_factors"] = sum(_svd_bytes(arch.matrix(layer, name).shape, svd_itemsize)
@@ -51,8 +50,9 @@ def search_memory(model, arch: ArchMap, evaluator, strategy: str, layers: list[i
         mlp = max([arch.matrix(0, n).shape[0] for n in arch.names if n.startswith("mlp")] + [hidden])
         vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 0
         out["activations"] = (2 * b * w * (hidden + mlp) * itemsize + int(big.keep.sum()) * vocab * 4 * 2)
-        cand = sorted({layer for layer in (layers if strategy != "paper" else [max(layers)] * len(modules))} - {0})
-        n_cand = len(cand) if strategy != "paper" else min(len(modules), len(cand) or 1)
+        deep = [layer for layer in layers if layer > 0]  # layer 0 needs no recorded state
+        # paper: one layer per module, chosen at run time (an upper bound); grid / greedy: every layer
+        n_cand = min(len(modules), len(deep)) if strategy == "paper" else len(deep)
         per_layer = state_bytes_per_layer(model, plan, batches)
         on_cpu = input_device(model).type == "cpu"
         if overflow == "auto":

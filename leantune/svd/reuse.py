@@ -33,10 +33,18 @@ def _hidden_arg(args, kwargs) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+def hidden_size(model) -> int:
+    cfg = model.config
+    for name in ("hidden_size", "n_embd", "d_model"):
+        if getattr(cfg, name, None):
+            return int(getattr(cfg, name))
+    return int(model.get_input_embeddings().embedding_dim)
+
+
 def state_bytes_per_layer(model, plan: Plan, batches: list[Batch]) -> int:
     """Bytes of what enters one layer for the whole plan: prefix + every (padded) query batch."""
     tokens = len(plan.prefix_ids) + sum(b.ids.numel() for b in batches)
-    return tokens * int(model.config.hidden_size) * model_dtype(model).itemsize
+    return tokens * hidden_size(model) * model_dtype(model).itemsize
 
 
 def choose_recorded(candidates: list[int], slots: int) -> list[int]:
