@@ -196,14 +196,13 @@ def test_device_map_split_model_scores_and_searches_like_the_whole(models, split
     icl_eval(model, out=str(tmp_path / "split"), device_map=str(split_map), **E)
     assert [p["logprobs"] for p in _predictions(tmp_path / "whole")] == \
         [p["logprobs"] for p in _predictions(tmp_path / "split")]
-    # the search: edits on offloaded layers, hidden states recorded beside their layers; and with a budget
-    # that records nothing (every candidate recomputed from layer 0) on top
+    # the search: edits on offloaded layers (materialized for the candidate), hidden states recorded beside
+    # their layers and replayed through accelerate's hooks
     whole, whole_dir = unbounded
-    for name, budget in (("sp", None), ("sp0", "1KB")):
-        parted = icl_search(model, out=str(tmp_path / name), device_map=str(split_map), reuse_memory=budget,
-                            reuse_overflow="recompute", **SEARCH)
-        assert _journal(tmp_path / name) == _journal(whole_dir), name
-        assert _same(parted) == _same(whole), name
+    parted = icl_search(model, out=str(tmp_path / "sp"), device_map=str(split_map), **SEARCH)
+    assert parted["memory"]["reuse"]["recorded_layers"] == [1, 2, 3]
+    assert _journal(tmp_path / "sp") == _journal(whole_dir)
+    assert _same(parted) == _same(whole)
     assert [r[0] for r in _journal(whole_dir)] == ["baseline", "L0:mlp:0.9", "L1:mlp:0.9", "L2:mlp:0.9", "L3:mlp:0.9"]
 
 
