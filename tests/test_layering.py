@@ -6,7 +6,8 @@ may import its own layer or lower ones, never a higher one.
 
 Layers (decided from the code, 2026-11-27):
 
-0. base: errors, config (the YAML/JSON reader of every command), runinfo (versions, JSON writing)
+0. base: errors, config (the YAML/JSON reader of every command), runinfo (versions, JSON writing),
+   precision (dtype/device/memory-size helpers) and offload (accelerate-offloaded weights on demand)
 1. arch: the architecture map
 2. foundations: tasks, models (with its alias registry, GGUF source and the factorized saved format it
    reads), report (tables and plots over arch names),
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "leantune"
 
 LAYERS = [
-    ("base", ["leantune.errors", "leantune.config", "leantune.runinfo"]),
+    ("base", ["leantune.errors", "leantune.config", "leantune.runinfo", "leantune.precision", "leantune.offload"]),
     ("arch", ["leantune.arch"]),
     ("foundations", ["leantune.tasks", "leantune.models", "leantune.aliases", "leantune.gguf_source",
                      "leantune.factorized", "leantune.report",
