@@ -39,12 +39,12 @@ LAYERS = {"deep": "last4", "shallow": "0-3", "paper": "all"}
 
 
 def units(models, tasks, seeds, parts):
-    """All units, most informative first: every task at the first seed before more seeds."""
+    """All units, most informative first: every task at the first seed before more seeds; per task all three
+    parts together, so a partial run already compares deep, shallow and the paper's choice on the same tasks."""
     out = []
     for model in models:
         for seed in seeds:
-            for part in parts:
-                out += [(model, task, seed, SHOTS, part) for task in tasks]
+            out += [(model, task, seed, SHOTS, part) for task in tasks for part in parts]
             if seed == seeds[0]:
                 out += [(model, task, seed, FEW_SHOTS, part) for task in FEW_SHOT_TASKS
                         for part in ("deep", "shallow") if part in parts and task in tasks]
