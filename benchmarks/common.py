@@ -62,6 +62,28 @@ def machine() -> dict:
                                   cwd=Path(__file__).parent).stdout.strip()}
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a resumable benchmark's JSONL; a line torn by a kill is skipped (that unit is redone)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def append_jsonl(path: Path, rec: dict) -> None:
+    """Append one finished unit; never glue it onto a torn last line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.is_file() else ""
+    with open(path, "a") as f:
+        if text and not text.endswith("\n"):
+            f.write("\n")
+        f.write(json.dumps(rec) + "\n")
+
+
 def save(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, machine
+from common import RESULTS, append_jsonl, machine, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 JOURNAL = RESULTS / "evidence_finetune.jsonl"
@@ -57,23 +57,11 @@ def run_key(model, task, config, lr, seed) -> str:
 
 
 def read_rows() -> list[dict]:
-    rows = []
-    if JOURNAL.is_file():
-        for line in JOURNAL.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # torn by a kill: that run is redone
-    return rows
+    return read_jsonl(JOURNAL)
 
 
 def append_row(rec: dict) -> None:
-    JOURNAL.parent.mkdir(parents=True, exist_ok=True)
-    text = JOURNAL.read_text() if JOURNAL.is_file() else ""
-    with open(JOURNAL, "a") as f:
-        if text and not text.endswith("\n"):
-            f.write("\n")
-        f.write(json.dumps(rec) + "\n")
+    append_jsonl(JOURNAL, rec)
 
 
 def run(model, task, config, lr, seed, threads) -> dict:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, machine
+from common import RESULTS, append_jsonl, machine, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 JOURNAL = RESULTS / "evidence_icl.jsonl"
@@ -39,12 +39,12 @@ LAYERS = {"deep": "last4", "shallow": "0-3", "paper": "all"}
 
 
 def units(models, tasks, seeds, parts):
-    """All units, most informative first: every task at the first seed before more seeds."""
+    """All units, most informative first: every task at the first seed before more seeds; per task all three
+    parts together, so a partial run already compares deep, shallow and the paper's choice on the same tasks."""
     out = []
     for model in models:
         for seed in seeds:
-            for part in parts:
-                out += [(model, task, seed, SHOTS, part) for task in tasks]
+            out += [(model, task, seed, SHOTS, part) for task in tasks for part in parts]
             if seed == seeds[0]:
                 out += [(model, task, seed, FEW_SHOTS, part) for task in FEW_SHOT_TASKS
                         for part in ("deep", "shallow") if part in parts and task in tasks]
@@ -57,23 +57,11 @@ def key(u) -> str:
 
 
 def read_rows() -> list[dict]:
-    rows = []
-    if JOURNAL.is_file():
-        for line in JOURNAL.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill: that unit is redone (its search journal resumes it)
-    return rows
+    return read_jsonl(JOURNAL)
 
 
 def append_row(rec: dict) -> None:
-    JOURNAL.parent.mkdir(parents=True, exist_ok=True)
-    text = JOURNAL.read_text() if JOURNAL.is_file() else ""
-    with open(JOURNAL, "a") as f:
-        if text and not text.endswith("\n"):
-            f.write("\n")  # never glue a record onto a torn last line
-        f.write(json.dumps(rec) + "\n")
+    append_jsonl(JOURNAL, rec)
 
 
 def run_unit(u, threads: int) -> dict:

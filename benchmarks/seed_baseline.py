@@ -14,11 +14,11 @@ import torch
 
 
 @torch.no_grad()
-def seed_predict(model, tokenizer, prefix: str, contexts: list[str], label_words: list[str]) -> list[int]:
+def seed_predict(model, tokenizer, prefix: str, contexts: list[str], label_words: list[str], device=None) -> list[int]:
     label_ids = [tokenizer(" " + w).input_ids[0] for w in label_words]
     preds = []
     for ctx in contexts:
-        ids = torch.tensor([tokenizer(prefix + ctx).input_ids])  # demonstrations re-encoded every time
+        ids = torch.tensor([tokenizer(prefix + ctx).input_ids], device=device)  # demonstrations re-encoded every time
         logp = torch.log_softmax(model(ids).logits.float(), dim=-1)  # (1, T, V): every position, full vocab
         preds.append(int(torch.stack([logp[0, -1, i] for i in label_ids]).argmax()))
     return preds

@@ -14,7 +14,8 @@ def _cmd_inspect(args) -> int:
 
     result = inspect(args.model, spectrum=args.spectrum, json_path=args.json, plot_path=args.plot,
                      svd_dtype=args.svd_dtype, trust_remote_code=args.trust_remote_code,
-                     progress=not args.quiet)
+                     progress=not args.quiet, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                     max_memory=args.max_memory)
     print(render(result))
     if args.json:
         print(f"json: {args.json}")
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", metavar="PATH", help="write the map (and spectrum) as JSON")
     ins.add_argument("--plot", metavar="PATH", help="write a PNG of condition number by layer, attention vs MLP")
     ins.add_argument("--svd-dtype", choices=["float32", "float64"], default="float32")
+    from .precision import add_placement_flags
+
+    add_placement_flags(ins)  # --dtype, --device, --device-map, --max-memory
     ins.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
     ins.add_argument("--quiet", action="store_true", help="no progress bar")
     ins.set_defaults(func=_cmd_inspect)

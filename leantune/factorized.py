@@ -70,7 +70,12 @@ def load_factorized(path: str | Path, dtype: str = "auto", device: str | None = 
     config = tf.AutoConfig.from_pretrained(path)
     auto = {"causal-lm": tf.AutoModelForCausalLM, "seq-cls": tf.AutoModelForSequenceClassification,
             "base": tf.AutoModel}[info["head"]]
-    torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
+    names = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+             "bfloat16": "bfloat16", "bf16": "bfloat16"}
+    if dtype != "auto" and dtype not in names:
+        raise LeantuneError(f"unknown dtype '{dtype}'; choose one of auto, {', '.join(names)}")
+    # auto: the dtype the factors were saved in (config.dtype), so a bfloat16 model stays bfloat16
+    torch_dtype = _saved_dtype(config) if dtype == "auto" else getattr(torch, names[dtype])
     model = auto.from_config(config, dtype=torch_dtype) if torch_dtype else auto.from_config(config)
     for m in info["modules"]:
         parts = [{"name": p["name"], "rows": torch.tensor(p["rows"]), "rank": p["rank"]} for p in m["parts"]]
@@ -89,6 +94,13 @@ def load_factorized(path: str | Path, dtype: str = "auto", device: str | None = 
     if device:
         model.to(device)
     return model.eval()
+
+
+def _saved_dtype(config) -> torch.dtype | None:
+    d = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(d, str):
+        d = getattr(torch, d, None)
+    return d if isinstance(d, torch.dtype) else None
 
 
 def _is_tied(model, key: str) -> bool:

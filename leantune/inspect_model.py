@@ -14,8 +14,10 @@ from .svd.spectrum import model_spectrum
 
 
 def inspect(model_name: str, spectrum: bool = False, json_path: str | None = None, plot_path: str | None = None,
-            svd_dtype: str = "float32", trust_remote_code: bool = False, progress: bool = True) -> dict:
-    model = load_model(model_name, head="base", trust_remote_code=trust_remote_code)
+            svd_dtype: str = "float32", trust_remote_code: bool = False, progress: bool = True,
+            dtype: str = "auto", device: str | None = None, device_map=None, max_memory=None) -> dict:
+    model = load_model(model_name, head="base", trust_remote_code=trust_remote_code, dtype=dtype, device=device,
+                       device_map=device_map, max_memory=max_memory)
     arch = get_arch(model)
     result = {"model": model_name, **arch.summary()}
     if spectrum or plot_path:

@@ -89,9 +89,17 @@ def load_config(name: str, trust_remote_code: bool = False):
 
 
 def load_model(name: str, head: str = "base", dtype: str = "auto", device: str | None = None,
-               trust_remote_code: bool = False, num_labels: int | None = None):
-    """Load a transformers model in eval mode. ``head``: base | causal-lm | seq-cls | masked-lm."""
+               trust_remote_code: bool = False, num_labels: int | None = None, device_map=None,
+               max_memory=None, offload_folder: str | None = None):
+    """Load a transformers model in eval mode. ``head``: base | causal-lm | seq-cls | masked-lm.
+
+    ``device_map`` (auto, or {module: device}) and ``max_memory`` go to accelerate's big-model dispatch
+    (see :mod:`leantune.precision`); without them the model goes to ``device`` (default: see
+    :func:`leantune.precision.default_device`).
+    """
     import transformers as tf
+
+    from .precision import default_device, needs_offload_folder, parse_device_map, parse_max_memory
 
     if head not in HEADS:
         raise LeantuneError(f"unknown head '{head}'; choose one of {', '.join(HEADS)}")
@@ -101,11 +109,26 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     from .factorized import is_factorized, load_factorized
 
     if is_factorized(where):  # written by `leantune icl apply --factorize`
-        return load_factorized(where, dtype=dtype, device=device)
+        return load_factorized(where, dtype=dtype, device=default_device(device))
     config = load_config(name, trust_remote_code)
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]
     kwargs = {}
+    device_map, max_memory = parse_device_map(device_map), parse_max_memory(max_memory)
+    if device_map is not None:
+        if device:
+            raise LeantuneError("give either --device or --device-map, not both")
+        kwargs.update(device_map=device_map, max_memory=max_memory)
+        if needs_offload_folder(device_map):
+            import tempfile
+
+            kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="leantune-offload-")
+    elif max_memory is not None:
+        raise LeantuneError("--max-memory applies with --device-map (e.g. --device-map auto)")
+    else:
+        device = default_device(device)
+    if isinstance(kwargs.get("device_map"), dict):
+        kwargs["device_map"] = _map_for_head(kwargs["device_map"], auto, config)
     if num_labels is not None:
         config.num_labels = num_labels
     from safetensors import SafetensorError  # a truncated or foreign weights file
@@ -122,6 +145,19 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     if device:
         model.to(device)
     return model.eval()
+
+
+def _map_for_head(device_map: dict, auto, config) -> dict:
+    """One map file for every head: a map written for the LM (``transformer.h.0``) also places the bare
+    model (``h.0``) that ``inspect`` loads; names the bare model lacks (``lm_head``) are dropped."""
+    try:
+        cls = auto._model_mapping[type(config)]
+    except (KeyError, AttributeError):
+        return device_map
+    prefix = getattr(cls, "base_model_prefix", "")
+    if auto.__name__ != "AutoModel" or not prefix or not any(k.startswith(prefix + ".") for k in device_map):
+        return device_map
+    return {k.removeprefix(prefix + "."): v for k, v in device_map.items() if k.startswith(prefix + ".")}
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

@@ -123,7 +123,7 @@ RULES = {
     "warmup": NON_NEGATIVE, "max_steps": AT_LEAST_1, "epochs": POSITIVE, "eval_every": AT_LEAST_1,
     "log_every": AT_LEAST_1, "max_train_samples": AT_LEAST_1, "max_eval_samples": AT_LEAST_1,
     "steps": AT_LEAST_1, "monitor": COUNT, "eval_instances": AT_LEAST_1, "seeds": AT_LEAST_1,
-    "instances": AT_LEAST_1,
+    "instances": AT_LEAST_1, "grad_accum": AT_LEAST_1,
     "rates": NumberList(FRACTION, "0,0.5,0.9,0.99"), "device": Device(),
 }
 # where one name means something else in one command

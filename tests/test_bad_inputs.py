@@ -180,7 +180,7 @@ CASES = [
     ("--batch-size 0", ICL_EVAL + ["--batch-size", "0"], "--batch-size must be an integer >= 1", None),
     ("--seed=-1", ICL_EVAL + ["--seed=-1"], "--seed must be an integer in [0,", None),
     ("--n-eval abc", ICL_EVAL + ["--n-eval", "abc"], "invalid int value: 'abc'", None),
-    ("--dtype float8", ICL_EVAL + ["--dtype", "float8"], "invalid choice: 'float8'", None),
+    ("--dtype float8", ICL_EVAL + ["--dtype", "float8"], "unknown dtype 'float8'", None),
     ("--device bogus", ICL_EVAL + ["--device", "bogus"], "'bogus' is not a device", None),
     ("--device cuda:7", ICL_EVAL + ["--device", "cuda:7"], "CUDA device(s)", None),
     ("--svd-dtype float16", ["inspect", "{gpt2}", "--svd-dtype", "float16"], "invalid choice: 'float16'", None),

@@ -7,6 +7,7 @@ may import its own layer or lower ones, never a higher one.
 Layers (decided from the code, 2026-11-27):
 
 0. base: errors, config (the YAML/JSON reader of every command), runinfo (versions, JSON writing),
+   precision (dtype/device/memory-size helpers), offload (accelerate-offloaded weights on demand),
    schema / validate / outputs (the checks of files, options and output paths where input enters)
 1. arch: the architecture map
 2. foundations: tasks, models (with its alias registry, GGUF source and the factorized saved format it
@@ -31,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "leantune"
 
 LAYERS = [
-    ("base", ["leantune.errors", "leantune.config", "leantune.runinfo", "leantune.schema", "leantune.validate",
-              "leantune.outputs"]),
+    ("base", ["leantune.errors", "leantune.config", "leantune.runinfo", "leantune.precision", "leantune.offload",
+              "leantune.schema", "leantune.validate", "leantune.outputs"]),
     ("arch", ["leantune.arch"]),
     ("foundations", ["leantune.tasks", "leantune.models", "leantune.aliases", "leantune.gguf_source",
                      "leantune.factorized", "leantune.report", "leantune.model_fit",

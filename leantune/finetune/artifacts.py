@@ -123,7 +123,8 @@ def read_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
                             "copy it again or rerun the fine-tuning") from None
 
 
-def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=None):
+def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=None, dtype: str = "float32",
+                 device: str | None = None):
     """Base model + adapter, unmerged: returns (model, adapted, meta). ``model`` skips loading the base."""
     from ..models import load_model
 
@@ -131,7 +132,7 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
     tensors = read_tensors(Path(adapter_dir))  # before the base model loads: a damaged file fails fast
     if model is None:
         model = load_model(base_model or meta["base_model"], head="seq-cls", num_labels=meta["num_labels"],
-                           dtype="float32", trust_remote_code=meta.get("trust_remote_code", False))
+                           dtype=dtype, device=device, trust_remote_code=meta.get("trust_remote_code", False))
     if meta.get("pad_token_id") is not None:
         model.config.pad_token_id = meta["pad_token_id"]
     adapted = attach(model, meta["targets"], meta["method"], meta["rank"], meta["alpha"], meta["dropout"])
@@ -143,11 +144,14 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
     return model.eval(), adapted, meta
 
 
-def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None) -> Path:
-    """Fold the adapter into its base model and write a dense model with ``save_pretrained``."""
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None,
+                  dtype: str = "auto", device: str | None = None) -> Path:
+    """Fold the adapter into its base model and write a dense model with ``save_pretrained``.
+
+    ``dtype="auto"`` keeps the base checkpoint's dtype (the adapter is merged in that dtype)."""
     from ..models import load_tokenizer
 
-    model, adapted, meta = load_adapter(adapter_dir, base_model)
+    model, adapted, meta = load_adapter(adapter_dir, base_model, dtype=dtype, device=device)
     adapted.merge()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,9 @@ _FLAGS = {
     "max-train-samples": (int, "train on a seeded random subset of this size"),
     "max-eval-samples": (int, "evaluate on a fixed random subset of this size"),
     "tokenizer": (str, "tokenizer when the model directory has none (hub id, directory, gpt2-offline)"),
+    "dtype": (str, "weights' dtype: float32 (default) | bfloat16 | float16 | auto (the checkpoint's)"),
+    "device": (str, "cpu | cuda | cuda:N (default: the Trainer's; cuda:LOCAL_RANK under a launcher)"),
+    "grad-accum": (int, "gradient accumulation steps (default 1)"),
 }
 _CHOICES = {"scheduler": SCHEDULERS, "metric": ("accuracy", "matthews", "f1")}
 
@@ -47,7 +50,8 @@ def _cmd_finetune(args) -> int:
     from .train import finetune
 
     overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in _FLAGS}
-    overrides.update(targets=args.targets, method=args.method, bf16=args.bf16 or None,
+    overrides.update(targets=args.targets, method=args.method, bf16=args.bf16 or None, fp16=args.fp16 or None,
+                     gradient_checkpointing=args.gradient_checkpointing or None,
                      trust_remote_code=args.trust_remote_code or None, quiet=args.quiet or None,
                      export_peft=args.export_peft)
     # cli.main has already folded --config FILE into args (the file's keys are these flags' dests, flags win)
@@ -70,7 +74,7 @@ def _cmd_finetune(args) -> int:
 def _cmd_merge(args) -> int:
     from .artifacts import merge_adapter
 
-    out = merge_adapter(args.adapter, args.out, base_model=args.base_model)
+    out = merge_adapter(args.adapter, args.out, base_model=args.base_model, dtype=args.dtype, device=args.device)
     print(f"merged model written to {out}")
     return 0
 
@@ -87,7 +91,10 @@ def register(sub) -> None:
     ft.add_argument("--method", choices=METHODS, default=None, help="full | lora | dora (default lora)")
     for name, (typ, hlp) in _FLAGS.items():
         ft.add_argument(f"--{name}", type=typ, default=None, help=hlp, choices=_CHOICES.get(name))
-    ft.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision")
+    ft.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (the Trainer's autocast)")
+    ft.add_argument("--fp16", action="store_true", help="float16 mixed precision with loss scaling (CUDA only)")
+    ft.add_argument("--gradient-checkpointing", action="store_true",
+                    help="recompute activations in backward: less memory, more time")
     ft.add_argument("--trust-remote-code", action="store_true")
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.add_argument("--no-peft-export", dest="export_peft", action="store_false", default=None,
@@ -100,4 +107,7 @@ def register(sub) -> None:
     mg.add_argument("--adapter", required=True, metavar="DIR", help="the adapter/ directory of a finetune run")
     mg.add_argument("--out", required=True, metavar="DIR2")
     mg.add_argument("--base-model", help="override the base model path recorded in the adapter")
+    mg.add_argument("--dtype", default="auto", help="auto (the base model's own: merging keeps it) | float32 | "
+                                                    "bfloat16 | float16")
+    mg.add_argument("--device", help="cpu, cuda, cuda:1 ... where the merge is computed (default cpu)")
     mg.set_defaults(func=_cmd_merge, parser=mg)

@@ -114,6 +114,17 @@ class FinetuneConfig:
     tokenizer: str | None = None
     """Tokenizer to use when the model directory has none (hub id, local dir, or 'gpt2-offline')."""
     bf16: bool = False
+    """bfloat16 mixed precision through the Trainer (weights stay in --dtype, float32 by default)."""
+    fp16: bool = False
+    """float16 mixed precision with loss scaling through the Trainer (needs a CUDA device)."""
+    dtype: str = "float32"
+    """dtype the model's weights load in: float32 | bfloat16 | float16 | auto (the checkpoint's own)."""
+    device: str | None = None
+    """cpu | cuda | cuda:N; default: the Trainer's choice (cuda:LOCAL_RANK under a launcher, else cuda, else cpu)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward (non-reentrant): less memory, about a third more time."""
+    grad_accum: int = 1
+    """Gradient accumulation steps: the effective batch is batch_size x grad_accum x processes."""
     trust_remote_code: bool = False
     quiet: bool = False
     export_peft: bool = True
@@ -130,6 +141,17 @@ class FinetuneConfig:
             raise LeantuneError(f"unknown scheduler '{self.scheduler}'; choose one of {', '.join(SCHEDULERS)}")
         if self.max_steps is not None and self.epochs is not None:
             raise LeantuneError("give either --max-steps or --epochs, not both")
+        if self.bf16 and self.fp16:
+            raise LeantuneError("give either --bf16 or --fp16, not both")
+        import torch
+
+        from ..models import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise LeantuneError(f"unknown dtype '{self.dtype}'; choose one of {', '.join(DTYPES)}")
+        if self.fp16 and DTYPES[self.dtype] in ("auto", torch.float16):
+            raise LeantuneError("--fp16 mixed precision needs float32 weights (--dtype float32): the Trainer's "
+                                "loss scaler cannot unscale float16 gradients")
         from ..validate import check_values  # the same range/finiteness table as the command line
 
         check_values(asdict(self), "finetune")

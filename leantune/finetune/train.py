@@ -94,6 +94,12 @@ def _trainer_classes():
 
         def create_optimizer(self, model=None):
             if self.optimizer is None:
+                # FSDP wraps before the optimizer exists: with use_orig_params it keeps our Parameter objects,
+                # without it they are flattened away and the groups would train nothing
+                live = {id(p) for p in (model or self.model).parameters()}
+                if any(id(p) not in live for g in self._leantune_groups for p in g["params"]):
+                    raise LeantuneError("the wrapped model no longer holds the parameters leantune trains; with "
+                                        "FSDP set fsdp_use_orig_params: true in the accelerate config")
                 self.optimizer = torch.optim.AdamW(self._leantune_groups, lr=self.args.learning_rate,
                                                    betas=(self.args.adam_beta1, self.args.adam_beta2),
                                                    eps=self.args.adam_epsilon)
@@ -124,6 +130,8 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     from ..models import load_model
 
     cfg.check()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cpu = _place(cfg, world)  # before any loading: a flag the machine cannot honour fails at once
     if not cfg.out:
         raise LeantuneError("--out is required: the directory for metrics.json, adapter/ and curves.png")
     out = Path(cfg.out)
@@ -132,8 +140,8 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     tokenizer = tokenizer or load_tokenizer_for(cfg)
     set_seed(cfg.seed)  # the head's init and LoRA A matrices are seeded, identically on every rank
     if model is None:
-        model = load_model(cfg.model, head="seq-cls", num_labels=len(data.labels), dtype="float32",
-                           trust_remote_code=cfg.trust_remote_code)
+        model = load_model(cfg.model, head="seq-cls", num_labels=len(data.labels), dtype=cfg.dtype,
+                           device="cpu", trust_remote_code=cfg.trust_remote_code)  # the Trainer places it
     check_vocab_fits(tokenizer, model, cfg.model, cfg.tokenizer)
     cfg.max_length = fit_max_length(cfg.max_length, model)  # recorded as used in metrics.json and the adapter
     if model.config.num_labels != len(data.labels):
@@ -146,9 +154,8 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
 
     train_ds = Encoded(data.train, tokenizer, data.text_fields, cfg.max_length)
     eval_ds = Encoded(data.eval, tokenizer, data.text_fields, cfg.max_length)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     epochs = cfg.epochs if cfg.epochs is not None else (None if cfg.max_steps else 3.0)
-    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * world))
+    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * world * cfg.grad_accum))
     total = cfg.max_steps or math.ceil(steps_per_epoch * epochs)
     eval_every = cfg.eval_every or max(1, total // 5)
 
@@ -158,12 +165,13 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup, max_steps=cfg.max_steps or -1, num_train_epochs=epochs or 1.0,
         eval_strategy="steps", eval_steps=eval_every, logging_steps=cfg.log_every, logging_first_step=True,
-        disable_tqdm=cfg.quiet, bf16=cfg.bf16, dataloader_num_workers=0,
+        disable_tqdm=cfg.quiet, bf16=cfg.bf16, fp16=cfg.fp16, dataloader_num_workers=0,
         logging_nan_inf_filter=False,  # log a NaN/inf loss as it is, so that NonFiniteGuard sees it
-        dataloader_pin_memory=torch.cuda.is_available(), ddp_find_unused_parameters=False,
+        gradient_accumulation_steps=cfg.grad_accum, **_checkpointing(cfg.gradient_checkpointing),
+        dataloader_pin_memory=torch.cuda.is_available() and not use_cpu, ddp_find_unused_parameters=False,
         # several CPU processes (torchrun / accelerate launch without GPUs): accelerate needs cpu=True to see
         # MULTI_CPU, and gloo is the CPU backend
-        use_cpu=world > 1 and not torch.cuda.is_available(),
+        use_cpu=use_cpu,
         ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
     )
     StepTimer, SelectiveTrainer, NonFiniteGuard = _trainer_classes()
@@ -225,6 +233,33 @@ def _rmdir_if_empty(path: Path) -> None:
         path.rmdir()  # fails, and so keeps the folder, unless it is empty
     except OSError:
         pass
+
+
+def _checkpointing(on: bool) -> dict:
+    """TrainingArguments for gradient checkpointing, under the name this transformers uses."""
+    from transformers import TrainingArguments
+
+    name = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    # non-reentrant: the frozen embeddings give no input that requires grad, which reentrant checkpointing needs
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
+def _place(cfg: FinetuneConfig, world: int) -> bool:
+    """Checks the precision/device flags against the machine; True when the Trainer must stay on the CPU."""
+    cuda = torch.cuda.is_available()
+    dev = (cfg.device or "").lower()
+    if cfg.fp16 and (not cuda or dev == "cpu"):
+        raise LeantuneError("--fp16 mixed precision needs a CUDA device; on the CPU use --bf16")
+    if dev.startswith("cuda"):
+        if not cuda:
+            raise LeantuneError(f"--device {cfg.device}: CUDA is not available here")
+        if ":" in dev and world == 1:
+            torch.cuda.set_device(int(dev.split(":", 1)[1]))  # the Trainer's "cuda" is the current device
+    elif dev not in ("", "cpu"):
+        raise LeantuneError(f"--device {cfg.device}: fine-tuning runs on cpu or cuda[:N]")
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return dev == "cpu" or (not cuda and not mps)  # the Trainer wants use_cpu for bf16 autocast on the CPU
 
 
 def _history(log_history: list[dict]) -> dict:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # as leantune.models.DTYPES
+from ..precision import add_placement_flags
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML/JSON with the same keys as these flags")
@@ -16,8 +17,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--tokenizer", help="tokenizer to use (default: the model's); 'gpt2-offline' = real GPT-2 BPE")
     p.add_argument("--data-dir", help="local data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
-    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto | float32 | bfloat16 | float16")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    add_placement_flags(p)  # --dtype, --device, --device-map, --max-memory
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -30,7 +30,8 @@ def _cmd_eval(args) -> int:
     m = icl_eval(model=args.model, task=args.task, shots=args.shots, n_eval=args.n_eval, seed=args.seed,
                  calibrate=args.calibrate, edit=args.edit, batch_size=args.batch_size, out=args.out,
                  split=args.split, tokenizer=args.tokenizer, data_dir=args.data_dir, dtype=args.dtype,
-                 device=args.device, trust_remote_code=args.trust_remote_code, progress=not args.quiet)
+                 device=args.device, trust_remote_code=args.trust_remote_code, progress=not args.quiet,
+                 device_map=args.device_map, max_memory=args.max_memory)
     line = f"{m['task']} {args.shots}-shot/class: accuracy {m['accuracy']:.4f} ({m['correct']}/{m['n']})"
     if "acc_norm" in m:
         line += f", acc_norm {m['acc_norm']:.4f}"
@@ -53,13 +54,18 @@ def _cmd_search(args) -> int:
                    batch_size=args.batch_size, max_length=args.max_length, tokenizer=args.tokenizer,
                    split=args.split, data_dir=args.data_dir, dtype=args.dtype, device=args.device,
                    trust_remote_code=args.trust_remote_code, out=args.out, dry_run=args.dry_run,
-                   progress=not args.quiet, wait_lock=args.wait_lock)
+                   progress=not args.quiet, device_map=args.device_map, max_memory=args.max_memory,
+                   reuse_memory=args.reuse_memory, reuse_overflow=args.reuse_overflow,
+                   wait_lock=args.wait_lock)
     if not s:  # a non-zero rank of a multi-process run: rank 0 reports
         return 0
     if s.get("dry_run"):
         print(f"dry run ({s['strategy']}): {s['candidates_to_evaluate']} evaluations "
               f"({s['candidates']} candidates incl. rate 0), {s['tokens_per_evaluation']} tokens per full evaluation, "
               f"about {s['estimated_tokens']:,} layer-weighted tokens in all. {s['note']}")
+        from ..svd.memory import describe
+
+        print(describe(s["memory"]))
         return 0
     edits = ", ".join(f"layer {e['layer']} {e['module']} xi={e['rate']:g}" for e in s["chosen_edits"]) or "none"
     print(f"chosen edit: {edits}")
@@ -77,7 +83,8 @@ def _cmd_apply(args) -> int:
 
     require(args, "model", "edit", "out")
     info = icl_apply(args.model, args.edit, args.out, factorize_=args.factorize, head=args.head,
-                     tokenizer=args.tokenizer, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+                     tokenizer=args.tokenizer, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                     device=args.device, device_map=args.device_map, max_memory=args.max_memory)
     print(f"wrote {info['format']} model to {info['out']} ({info['safetensors_bytes']:,} bytes of safetensors)")
     if info["format"] == "factorized":
         print("load it with leantune (any command's --model, or leantune.models.load_model)")
@@ -111,7 +118,14 @@ def register(sub) -> None:
     se.add_argument("--evaluator", default="icl", help="icl (causal LM) | classifier (sequence classification)")
     se.add_argument("--max-length", type=int, default=128, help="classifier evaluator: truncation length")
     se.add_argument("--calibrate", action="store_true", help="contextual calibration in every evaluation")
-    se.add_argument("--dry-run", action="store_true", help="print the candidate count and a token estimate")
+    se.add_argument("--dry-run", action="store_true", help="print the candidate count, a token estimate and the "
+                                                           "expected peak memory")
+    se.add_argument("--reuse-memory", metavar="SIZE", help="budget for the recorded hidden states of the layer-reuse "
+                                                          "path on the model's devices, e.g. 200MB or 2GiB "
+                                                          "(default: no bound); identical results")
+    se.add_argument("--reuse-overflow", default="auto", help="beyond --reuse-memory: cpu (keep them on the CPU) | "
+                                                             "recompute (from the nearest recorded layer) | auto "
+                                                             "(cpu on an accelerator, recompute on the CPU)")
     se.add_argument("--out", default="runs/search", metavar="DIR", help="results; rerun to resume")
     se.add_argument("--wait-lock", action="store_true", help="if another search holds --out, wait for it to "
                                                              "finish instead of refusing")
@@ -125,6 +139,6 @@ def register(sub) -> None:
     ap.add_argument("--factorize", action="store_true", help="store edited matrices as two low-rank factors")
     ap.add_argument("--head", default="causal-lm", choices=("causal-lm", "seq-cls", "base"))
     ap.add_argument("--tokenizer", help="tokenizer to save beside the model (default: the model's)")
-    ap.add_argument("--dtype", default="auto", choices=DTYPES)
+    add_placement_flags(ap)
     ap.add_argument("--trust-remote-code", action="store_true")
     ap.set_defaults(func=_cmd_apply, parser=ap)

@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 
 from ..errors import LeantuneError
+from ..precision import check_finite_scores
 from ..tasks import Task
 from .scoring import Plan, prepare, score
 
@@ -88,10 +89,12 @@ class ICLEvaluator:
         t0 = time.perf_counter()
         with tqdm(total=self.num_rows, desc="icl eval", unit="row", disable=not progress, leave=False) as bar:
             scores = run(model, self.plan, self.batch_size, bar)
+        check_finite_scores(scores.logprobs, model)  # a float16 overflow is an error, never a NaN accuracy
         tokens = scores.tokens_processed
         cf = None
         if self.calibration_plan is not None:
             cal = run(model, self.calibration_plan, 1, None)
+            check_finite_scores(cal.logprobs, model)
             tokens += cal.tokens_processed
             cf = torch.log_softmax(torch.tensor(cal.logprobs[0]), 0)
         labels = [r["label"] for r in self.examples]
@@ -133,10 +136,13 @@ class ClassifierEvaluator:
     @torch.no_grad()
     def evaluate(self, model, progress: bool = False, runner=None) -> EvalResult:
         t0 = time.perf_counter()
-        device = next(model.parameters()).device
+        from ..precision import input_device
+
+        device = input_device(model)
         preds, tokens = [], 0
         for enc in self.encodings:
             out = model(**{k: v.to(device) for k, v in enc.items()})
+            check_finite_scores(out.logits.float().tolist(), model)
             preds += out.logits.argmax(-1).tolist()
             tokens += int(enc["attention_mask"].sum())
         labels = [r["label"] for r in self.examples]

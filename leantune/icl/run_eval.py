@@ -22,14 +22,17 @@ def icl_eval(model: str, task: str, shots: int = 4, n_eval: int | None = None, s
              calibrate: bool = False, edit: str | None = None, batch_size: int = 16, out: str | None = None,
              split: str = "validation", tokenizer: str | None = None, data_dir: str | None = None,
              dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, device_map=None, max_memory=None) -> dict:
     config = dict(locals())
     config.pop("progress")
+    if isinstance(device_map, dict):
+        config["device_map"] = "custom"
     task_obj = resolve_task(task)
     data = make_icl_data(task_obj, shots, None, n_eval, seed, data_dir or "default", test_split=split)
     tok = tokenizer_for(model, tokenizer, trust_remote_code)
     prepared = PreparedICLEval(tok, task_obj, shots, n_eval, seed, calibrate, batch_size, split, data_dir, data=data)
-    lm = load_model(model, head="causal-lm", dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    lm = load_model(model, head="causal-lm", dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                    device_map=device_map, max_memory=max_memory)
     check_vocab_fits(tok, lm, model, tokenizer)
     edit_info = None
     if edit:

@@ -230,7 +230,9 @@ def forward_prefix(model, plan: Plan, device, **kwargs):
 def score(model, plan: Plan, batch_size: int = 16, progress=None, batches: list[Batch] | None = None) -> Scores:
     """Score every choice of every example of ``plan`` with ``model`` (eval mode, no grad)."""
     check_context_length(model, plan)
-    device = next(model.parameters()).device
+    from ..precision import input_device
+
+    device = input_device(model)
     cache = forward_prefix(model, plan, device) if plan.prefix_ids else None
     collector = Collector(plan)
     tokens = len(plan.prefix_ids)

@@ -15,6 +15,7 @@ import torch
 
 from ..arch import get_arch
 from ..errors import LeantuneError
+from ..precision import model_dtype, parse_bytes
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import Edit, apply_edits, check_edit_fits, check_edit_schema, edit_record, edited, read_edit_file
 from .journal import Journal
@@ -49,6 +50,8 @@ def _dist() -> Dist:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        if torch.cuda.is_available():  # one GPU per process: LOCAL_RANK -> cuda:LOCAL_RANK (see load_model)
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
     return Dist(dist.get_rank(), dist.get_world_size())
 
@@ -81,13 +84,15 @@ def _evaluators(tok, task, data, evaluator: str, calibrate: bool, batch_size: in
             ICLEvaluator(tok, task, data.demos, data.test, calibrate, batch_size))
 
 
-def check_search_args(strategy, svd_dtype: str, evaluator: str) -> None:
+def check_search_args(strategy, svd_dtype: str, evaluator: str, reuse_overflow: str = "auto") -> None:
     if not isinstance(strategy, Strategy) and strategy not in STRATEGIES:
         raise LeantuneError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
     if svd_dtype not in ("float32", "float64"):
         raise LeantuneError("--svd-dtype must be float32 or float64")
     if evaluator not in ("icl", "classifier"):
         raise LeantuneError("--evaluator must be icl (causal LM) or classifier (sequence classification)")
+    if reuse_overflow not in ("auto", "cpu", "recompute"):
+        raise LeantuneError("--reuse-overflow must be auto, cpu or recompute")
 
 
 def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modules="mlp,attn", layers="all",
@@ -95,7 +100,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                top_k: int = 3, svd_dtype: str = "float32", evaluator: str = "icl", calibrate: bool = False,
                batch_size: int = 16, max_length: int = 128, split: str = "validation", data_dir=None,
                out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
-               record: dict | None = None, source: dict | None = None) -> dict:
+               record: dict | None = None, source: dict | None = None, reuse_memory: str | int | None = None,
+               reuse_overflow: str = "auto") -> dict:
     """Search SVD edits of ``model`` (loaded, unedited) on a task's validation examples; test the winner.
 
     ``strategy``: a registered name (paper, grid, greedy, or your own) or a :class:`Strategy` instance.
@@ -108,6 +114,9 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     the edit record that :func:`apply_edit` takes. ``record``: the run's arguments as written to run.json
     and summary.json (the CLI passes its flags; default: these arguments); ``source``: where the weights
     came from (``leantune.models.model_source(name)``; default: the model's ``name_or_path``).
+    ``reuse_memory``: a budget ("2GB", bytes) for the hidden states recorded for layer reuse; states beyond
+    it are kept on the CPU or recomputed from the nearest recorded layer (``reuse_overflow``: auto | cpu |
+    recompute), with identical results.
     """
     from ..icl.splits import make_icl_data
     from ..tasks import Task, resolve_task
@@ -115,7 +124,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     strategy_name = strategy.name if isinstance(strategy, Strategy) else strategy
     rates = [float(r) for r in (rates.split(",") if isinstance(rates, str) else rates)]
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
-    check_search_args(strategy, svd_dtype, evaluator)
+    check_search_args(strategy, svd_dtype, evaluator, reuse_overflow)
+    budget = parse_bytes(reuse_memory)
     task_obj = task if isinstance(task, Task) else resolve_task(task)
     cfg = record if record is not None else dict(
         model=getattr(model.config, "_name_or_path", ""), task=task_obj.name, strategy=strategy_name,
@@ -133,7 +143,11 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, top_k=top_k, seed=seed)
 
     if dry_run:
-        return _dry_run(strat, layer_list, modules, rates, arch.num_layers, val_eval)
+        from .memory import search_memory
+
+        mem = search_memory(model, arch, val_eval, strat.name, layer_list, modules, getattr(torch, svd_dtype).itemsize,
+                            budget, reuse_overflow)
+        return {**_dry_run(strat, layer_list, modules, rates, arch.num_layers, val_eval), "memory": mem}
 
     dist = _dist()
     out_dir = Path(out) if out is not None else None
@@ -143,7 +157,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     else:
         journal = MemoryJournal()
     cache = SVDCache(arch, getattr(torch, svd_dtype))
-    search = Search(model, arch, val_eval, cache, journal, modules, dist, progress)
+    search = Search(model, arch, val_eval, cache, journal, modules, dist, progress, reuse_memory=budget,
+                    reuse_overflow=reuse_overflow)
     t0 = time.perf_counter()
     outcome = search.run(strat, layer_list, rates)
     search_seconds = time.perf_counter() - t0
@@ -182,6 +197,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                              "test": test_before.metrics["tokens_processed"] + test_after.metrics["tokens_processed"]},
         "paper_layer_choice": outcome.info, "examples": data.manifest(), "config": cfg,
         "model_source": source if source is not None else {"name": cfg["model"]}, "versions": versions(),
+        "memory": {"reuse": search.runner.memory() if search.runner is not None else None,
+                   "dtype": str(model_dtype(model)).removeprefix("torch.")},
     }
     if out_dir is not None:
         write_json(out_dir / "summary.json", summary)

@@ -7,7 +7,7 @@ An edit file (``edit.json``) records the base model, the edits and the SVD dtype
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import torch
 
 from ..arch import ATTN, MLP, ArchMap, get_arch
 from ..errors import LeantuneError
+from ..offload import modules_of, onloaded
 from ..schema import INT, LIST, MAPPING, NUMBER, TEXT, check_fields
 from .lowrank import SVDCache, check_rate, rank_for, write_low_rank
 
@@ -48,20 +49,24 @@ class Edit:
 
 @contextmanager
 def edited(arch: ArchMap, edits: list[Edit], cache: SVDCache):
-    """Apply ``edits`` for the duration of the block, then restore the original weights bit for bit."""
+    """Apply ``edits`` for the duration of the block, then restore the original weights bit for bit.
+
+    Offloaded layers (``--device-map`` with disk/CPU offload) are materialized for the block only."""
     saved = []
-    try:
-        for e in edits:
-            if e.rate == 0:
-                continue
-            for name in module_matrices(arch, e.module):
-                m = arch.matrix(e.layer, name)
-                saved.append((m, m.read()))
-                write_low_rank(m, cache, e.rate)
-        yield
-    finally:
-        for m, w in reversed(saved):
-            m.write(w)
+    with ExitStack() as stack:
+        try:
+            for e in edits:
+                if e.rate == 0:
+                    continue
+                mats = [arch.matrix(e.layer, name) for name in module_matrices(arch, e.module)]
+                stack.enter_context(onloaded(modules_of(mats)))
+                for m in mats:
+                    saved.append((m, m.read()))
+                    write_low_rank(m, cache, e.rate)
+            yield
+        finally:
+            for m, w in reversed(saved):
+                m.write(w)
 
 
 def apply_edits(arch: ArchMap, edits: list[Edit], cache: SVDCache) -> list[dict]:
@@ -72,10 +77,11 @@ def apply_edits(arch: ArchMap, edits: list[Edit], cache: SVDCache) -> list[dict]
         arch.check_layer(e.layer)
         if e.rate == 0:
             continue
-        for name in module_matrices(arch, e.module):
-            m = arch.matrix(e.layer, name)
-            r = write_low_rank(m, cache, e.rate)
-            done.append({"layer": e.layer, "matrix": name, "rate": e.rate, "rank": r, "shape": list(m.shape)})
+        mats = [arch.matrix(e.layer, name) for name in module_matrices(arch, e.module)]
+        with onloaded(modules_of(mats), keep=True):  # an offloaded layer keeps its edit (in CPU memory)
+            for m in mats:
+                r = write_low_rank(m, cache, e.rate)
+                done.append({"layer": e.layer, "matrix": m.name, "rate": e.rate, "rank": r, "shape": list(m.shape)})
     return done
 
 

@@ -15,6 +15,7 @@ import torch
 from ..arch import ArchMap, get_arch
 from ..factorized import (MANIFEST, WEIGHTS, LowRankSlices, _set_module, is_factorized,  # noqa: F401 (re-exported)
                           load_factorized)
+from ..offload import is_offloaded, onloaded
 from .edits import Edit, module_matrices
 from .lowrank import SVDCache
 
@@ -37,32 +38,37 @@ def factorize(model, edits: list[Edit], svd_dtype: torch.dtype = torch.float32) 
     cache = SVDCache(arch, svd_dtype)
     manifest = []
     for path, mats in _plan_modules(arch, edits).items():
-        first = mats[0][0]
-        w = first.weight
-        full = first.weight.T if first.transposed else first.weight  # (out, in)
-        out_f, in_f = full.shape
-        used = torch.zeros(out_f, dtype=torch.bool)
-        parts, tensors = [], []
-        for m, rate in mats:
-            a, b, r = cache.truncated(m.layer, m.name, rate)
-            rows = m.row_index()
-            used[rows] = True
-            parts.append({"name": m.name, "rows": rows, "rank": r})
-            tensors.append((a.to(w.dtype), b.to(w.dtype)))
-        dense_rows = torch.nonzero(~used).flatten()
-        new = LowRankSlices(in_f, out_f, dense_rows, parts, first.bias is not None, dtype=w.dtype).to(w.device)
-        with torch.no_grad():
-            new.dense.copy_(full.detach()[dense_rows])
-            for i, (a, b) in enumerate(tensors):
-                getattr(new, f"a_{i}").copy_(a)
-                getattr(new, f"b_{i}").copy_(b)
-            if first.bias is not None:
-                new.bias.copy_(first.bias.detach())
-        _set_module(model, path, new)
-        manifest.append({"module": path, "in_features": in_f, "out_features": out_f, "bias": first.bias is not None,
-                         "dense_rows": len(dense_rows),
-                         "parts": [{"name": p["name"], "rows": p["rows"].tolist(), "rank": p["rank"]} for p in parts]})
+        with onloaded([mats[0][0].module]):  # offloaded (--device-map): read it once; the new module stays
+            manifest.append(_factorize_module(model, cache, path, mats))
     return manifest
+
+
+def _factorize_module(model, cache: SVDCache, path: str, mats: list) -> dict:
+    first = mats[0][0]
+    w = first.weight
+    full = first.weight.T if first.transposed else first.weight  # (out, in)
+    out_f, in_f = full.shape
+    used = torch.zeros(out_f, dtype=torch.bool)
+    parts, tensors = [], []
+    for m, rate in mats:
+        a, b, r = cache.truncated(m.layer, m.name, rate)
+        rows = m.row_index()
+        used[rows] = True
+        parts.append({"name": m.name, "rows": rows, "rank": r})
+        tensors.append((a.to(w.dtype), b.to(w.dtype)))
+    dense_rows = torch.nonzero(~used).flatten()
+    new = LowRankSlices(in_f, out_f, dense_rows, parts, first.bias is not None, dtype=w.dtype).to(w.device)
+    with torch.no_grad():
+        new.dense.copy_(full.detach()[dense_rows])
+        for i, (a, b) in enumerate(tensors):
+            getattr(new, f"a_{i}").copy_(a)
+            getattr(new, f"b_{i}").copy_(b)
+        if first.bias is not None:
+            new.bias.copy_(first.bias.detach())
+    _set_module(model, path, new)
+    return {"module": path, "in_features": in_f, "out_features": out_f, "bias": first.bias is not None,
+            "dense_rows": len(dense_rows),
+            "parts": [{"name": p["name"], "rows": p["rows"].tolist(), "rank": p["rank"]} for p in parts]}
 
 
 def save_factorized(model, manifest: list[dict], out: str | Path, edit: dict) -> Path:
@@ -73,7 +79,8 @@ def save_factorized(model, manifest: list[dict], out: str | Path, edit: dict) ->
     model.config.save_pretrained(out)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out)
-    save_model(model, str(out / WEIGHTS))  # dedupes tied tensors (e.g. GPT-2's lm_head / wte)
+    with onloaded([m for m in model.modules() if is_offloaded(m)]):  # --device-map with offload: all of it
+        save_model(model, str(out / WEIGHTS))  # dedupes tied tensors (e.g. GPT-2's lm_head / wte)
     (out / MANIFEST).write_text(json.dumps({"format": "leantune-factorized/1", "head": _head_of(model),
                                             "modules": manifest, "edit": edit}, indent=1))
     return out

@@ -13,6 +13,7 @@ import torch
 
 from ..arch import ArchMap, LogicalMatrix
 from ..errors import LeantuneError
+from ..offload import onloaded
 
 
 def rank_for(rate: float, shape: tuple[int, int]) -> int:
@@ -36,7 +37,10 @@ class SVDCache:
     def factors(self, layer: int, name: str):
         key = (layer, name)
         if key not in self._svd:
-            w = self.arch.matrix(layer, name).read()  # on the model's device
+            m = self.arch.matrix(layer, name)
+            with onloaded([m.module]):  # an offloaded layer's weights, for this read only
+                w = m.read()  # on the layer's device
+            # float32 (or float64) whatever the model's dtype; results are cast back when written
             self._svd[key] = torch.linalg.svd(w.to(self.dtype), full_matrices=False)
         return self._svd[key]
 

@@ -6,6 +6,15 @@ pass records those hidden states (and the prefix KV cache of the untouched layer
 candidate then runs only layers l..L: layers below l are swapped for a pass-through that returns the
 recorded input of layer l. Embeddings, masks and rotary tables are still built by the model's own
 forward (cheap), so any family the scorer supports works unchanged.
+
+Devices and memory. A recorded hidden state lives on the device of the layer it enters (a model
+dispatched over several devices keeps each state beside its layer) and is moved there again when it
+is replayed. ``memory_budget`` (bytes, ``--reuse-memory``) bounds the recorded states kept on the
+model's devices; beyond it they are either kept on the CPU (``overflow="cpu"``, the default when the
+model is on an accelerator) or not recorded at all and recomputed from the nearest recorded layer
+below (``overflow="recompute"``, the default on the CPU, where "kept on the CPU" would save nothing).
+Either way each candidate sees bit-for-bit the same inputs, so the results are identical; only
+time and memory change.
 """
 
 from __future__ import annotations
@@ -15,20 +24,60 @@ from contextlib import contextmanager
 import torch
 
 from ..arch import ArchMap
-from ..icl.scoring import (Collector, Plan, Scores, check_context_length, forward_batch, forward_prefix,
+from ..icl.scoring import (Batch, Collector, Plan, Scores, check_context_length, forward_batch, forward_prefix,
                            make_batches)
+from ..precision import input_device, model_dtype, module_device
 
 
 def _hidden_arg(args, kwargs) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+def hidden_size(model) -> int:
+    cfg = model.config
+    for name in ("hidden_size", "n_embd", "d_model"):
+        if getattr(cfg, name, None):
+            return int(getattr(cfg, name))
+    return int(model.get_input_embeddings().embedding_dim)
+
+
+def state_bytes_per_layer(model, plan: Plan, batches: list[Batch]) -> int:
+    """Bytes of what enters one layer for the whole plan: prefix + every (padded) query batch."""
+    tokens = len(plan.prefix_ids) + sum(b.ids.numel() for b in batches)
+    return tokens * hidden_size(model) * model_dtype(model).itemsize
+
+
+def choose_recorded(candidates: list[int], slots: int) -> list[int]:
+    """``slots`` layers out of the sorted ``candidates``, evenly spread, shallowest first (a candidate
+    without a recorded layer of its own starts from the nearest recorded one below it)."""
+    if slots >= len(candidates):
+        return list(candidates)
+    if slots <= 0:
+        return []
+    step = len(candidates) / slots
+    return sorted({candidates[int(i * step)] for i in range(slots)})
+
+
 class LayerReuseRunner:
-    def __init__(self, model, arch: ArchMap, plan: Plan, batch_size: int, layers: set[int]):
+    def __init__(self, model, arch: ArchMap, plan: Plan, batch_size: int, layers: set[int],
+                 memory_budget: int | None = None, overflow: str = "auto"):
         self.model, self.arch, self.plan = model, arch, plan
-        self.layers = sorted(set(layers) - {0})
+        self.candidates = sorted(set(layers) - {0})
         self.batches = make_batches(plan, batch_size)
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)
+        if overflow == "auto":
+            overflow = "recompute" if self.device.type == "cpu" else "cpu"
+        if overflow not in ("cpu", "recompute"):
+            raise ValueError(f"overflow must be cpu or recompute, got {overflow!r}")
+        self.per_layer_bytes = state_bytes_per_layer(model, plan, self.batches)
+        slots = len(self.candidates) if memory_budget is None else int(memory_budget // max(self.per_layer_bytes, 1))
+        self.overflow = overflow
+        if overflow == "recompute":
+            self.layers = choose_recorded(self.candidates, slots)
+            self.on_cpu: set[int] = set()
+        else:  # record every candidate layer; the deepest ones beyond the budget wait on the CPU
+            self.layers = list(self.candidates)
+            self.on_cpu = set(self.candidates[slots:])  # (on a CPU-only run the same memory, just labelled)
         self.prefix_in: dict[int, torch.Tensor] = {}
         self.batch_in: list[dict[int, torch.Tensor]] = [{} for _ in self.batches]
         self.tuple_output = False
@@ -39,8 +88,10 @@ class LayerReuseRunner:
     def _record(self, store: dict[int, torch.Tensor]):
         hooks = []
         for layer in self.layers:
-            def pre(mod, args, kwargs, layer=layer):
-                store[layer] = _hidden_arg(args, kwargs).detach().clone()
+            where = torch.device("cpu") if layer in self.on_cpu else module_device(self.arch.layer_module(layer))
+
+            def pre(mod, args, kwargs, layer=layer, where=where):
+                store[layer] = _hidden_arg(args, kwargs).detach().to(where, copy=True)
             hooks.append(self.arch.layer_module(layer).register_forward_pre_hook(pre, with_kwargs=True))
 
         def out_kind(mod, args, out):
@@ -77,43 +128,59 @@ class LayerReuseRunner:
             return (holder["x"],) if self.tuple_output else holder["x"]
 
         modules = [self.arch.layer_module(i) for i in range(layer)]
+        # accelerate's dispatch wraps a layer's forward in an instance attribute: keep it and put it back
+        saved = [m.__dict__.get("forward") for m in modules]
         for m in modules:
             m.forward = passthrough
         try:
             yield
         finally:
-            for m in modules:
-                del m.forward  # back to the class's forward
+            for m, f in zip(modules, saved):
+                if f is None:
+                    del m.forward  # back to the class's forward
+                else:
+                    m.forward = f
 
     @torch.no_grad()
     def score_from(self, layer: int, progress=None) -> Scores:
         """Scores of the (currently edited) model, computing only layers ``layer`` .. L."""
         if self.baseline is None:
             raise RuntimeError("record_baseline() must run first, on the unedited model")
+        if layer not in self.candidates and layer != 0:
+            raise ValueError(f"layer {layer} is not a candidate layer; candidates: {self.candidates}")
+        layer = max([r for r in self.layers if r <= layer], default=0)  # nearest recorded layer at or below
         if layer == 0:
             from ..icl.scoring import score
 
             return score(self.model, self.plan, batches=self.batches, progress=progress)
-        if layer not in self.layers:
-            raise ValueError(f"layer {layer} was not recorded; recorded: {self.layers}")
+        into = module_device(self.arch.layer_module(layer))  # the state moves to its layer's device
         holder: dict = {}
         tokens = 0
         cache = None
         with self._skip_below(layer, holder):
             if self.plan.prefix_ids:
-                holder["x"] = self.prefix_in[layer]
+                holder["x"] = self.prefix_in[layer].to(into)
                 cache = forward_prefix(self.model, self.plan, self.device)
                 for i in range(layer):  # untouched layers: their prefix keys/values are the baseline's
                     cache.layers[i] = self.prefix_cache.layers[i]
                 tokens += len(self.plan.prefix_ids)
             collector = Collector(self.plan)
             for batch, store in zip(self.batches, self.batch_in):
-                holder["x"] = store[layer]
+                holder["x"] = store[layer].to(into)
                 collector.add(batch, forward_batch(self.model, batch, cache, self.device))
                 tokens += batch.tokens
                 if progress is not None:
                     progress.update(len(batch.rows))
         return collector.scores(tokens)
+
+    def memory(self) -> dict:
+        """Bytes of recorded states now held on the model's devices and on the CPU."""
+        out = {"device": 0, "cpu": 0, "recorded_layers": list(self.layers), "on_cpu": sorted(self.on_cpu),
+               "overflow": self.overflow, "per_layer": self.per_layer_bytes}
+        for store in [self.prefix_in, *self.batch_in]:
+            for layer, t in store.items():
+                out["cpu" if layer in self.on_cpu else "device"] += t.numel() * t.element_size()
+        return out
 
     def runner_from(self, layer: int):
         """A ``runner`` for :meth:`ICLEvaluator.evaluate` that reuses everything below ``layer``."""

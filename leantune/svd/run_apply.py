@@ -13,8 +13,11 @@ from .factorized import factorize, save_factorized
 
 
 def icl_apply(model: str, edit: str, out: str, factorize_: bool = False, head: str = "causal-lm",
-              tokenizer: str | None = None, dtype: str = "auto", trust_remote_code: bool = False) -> dict:
-    lm = load_model(model, head=head, dtype=dtype, trust_remote_code=trust_remote_code)
+              tokenizer: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
+              device: str | None = None, device_map=None, max_memory=None) -> dict:
+    """Edited weights keep the model's dtype (the SVD runs in the edit's svd_dtype and is cast back)."""
+    lm = load_model(model, head=head, dtype=dtype, trust_remote_code=trust_remote_code, device=device,
+                    device_map=device_map, max_memory=max_memory)
     data = read_edit_file(edit)
     check_edit_fits(lm, data, edit)
     out_dir = Path(out)

@@ -51,8 +51,10 @@ class SearchState:
 
 class Search:
     def __init__(self, model, arch: ArchMap, evaluator, cache: SVDCache, journal: Journal, modules: list[str],
-                 dist: Dist | None = None, progress: bool = True):
+                 dist: Dist | None = None, progress: bool = True, reuse_memory: int | None = None,
+                 reuse_overflow: str = "auto"):
         self.model, self.arch, self.evaluator, self.cache = model, arch, evaluator, cache
+        self.reuse_memory, self.reuse_overflow = reuse_memory, reuse_overflow  # see LayerReuseRunner
         self.journal, self.modules = journal, modules
         self.dist = dist or Dist()
         self.progress = progress
@@ -63,7 +65,8 @@ class Search:
     def prepare_reuse(self, layers: set[int]) -> None:
         plan = getattr(self.evaluator, "plan", None)
         if plan is not None:  # ICL evaluators: record what enters each candidate layer, once
-            self.runner = LayerReuseRunner(self.model, self.arch, plan, self.evaluator.batch_size, layers)
+            self.runner = LayerReuseRunner(self.model, self.arch, plan, self.evaluator.batch_size, layers,
+                                           self.reuse_memory, self.reuse_overflow)
             self.runner.record_baseline()
 
     def _evaluate(self, edits: list[Edit]) -> dict:

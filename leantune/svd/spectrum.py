@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..arch import ArchMap
+from ..offload import onloaded
 
 
 def spectrum_stats(w: torch.Tensor, dtype: torch.dtype = torch.float32) -> dict:
@@ -37,5 +38,7 @@ def model_spectrum(arch: ArchMap, dtype: torch.dtype = torch.float32, progress: 
     mats = list(arch.matrices())
     rows = []
     for m in tqdm(mats, desc="spectrum", disable=not progress, unit="matrix"):
-        rows.append({**m.info(), **spectrum_stats(m.read(), dtype)})
+        with onloaded([m.module]):  # offloaded layers (--device-map): materialized one at a time
+            w = m.read()
+        rows.append({**m.info(), **spectrum_stats(w, dtype)})
     return rows

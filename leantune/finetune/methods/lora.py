@@ -123,7 +123,8 @@ class LoraRows(nn.Module):
             out, b = self.base(x, weight, bias), self.stacked_b()
         # In place, beta = 1: the base GEMM does not keep its output for backward, and the output gradient
         # passes through unchanged (PEFT instead materialises B(A(x)), then * scaling, then the sum).
-        out.addmm_(xa, self.padded(b).T, alpha=self.scale)
+        # (under autocast -- the Trainer's --bf16/--fp16 -- out and xa are half while B is float32: match out)
+        out.addmm_(xa.to(out.dtype), self.padded(b).T.to(out.dtype), alpha=self.scale)
         return out.view(*lead, out.shape[-1])
 
     def _dora_base(self, x, xd, weight, bias) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,7 +143,7 @@ class LoraRows(nn.Module):
             if self.whole:
                 out.addcmul_(z, s - 1)
             else:
-                out.index_add_(1, self.all_rows, z * (s - 1))
+                out.index_add_(1, self.all_rows, (z * (s - 1)).to(out.dtype))
         else:  # x' == x: s * (W0 x) + bias, with s = 1 on untargeted rows
             y = self.base(x, weight, None)
             s_out = s if self.whole else s.new_ones(self.out_features).index_copy(0, self.all_rows, s)
