@@ -13,7 +13,7 @@ from leantune.cli import main
 from leantune.icl.run_eval import icl_eval
 from leantune.models import gpt2_tokenizer_offline, load_model
 from leantune.svd.run_search import icl_search
-from tiny import TINY_CONFIGS
+from tiny import save_tiny_lm
 
 TOK = gpt2_tokenizer_offline()
 FAMILIES = ["llama", "gpt2", "gpt_neox"]
@@ -25,16 +25,7 @@ SEARCH = dict(task="sst2", shots=2, n_val=12, n_test=8, seed=1, progress=False, 
 
 
 def _save(path, family, layers=4):
-    cfg = TINY_CONFIGS[family]()
-    cfg.vocab_size = 50257
-    if family == "gpt2":
-        cfg.n_positions, cfg.n_layer = 1024, layers
-    else:
-        cfg.max_position_embeddings, cfg.num_hidden_layers = 1024, layers
-    torch.manual_seed(0)
-    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
-    TOK.save_pretrained(path)
-    return path
+    return save_tiny_lm(path, family, layers, TOK)
 
 
 @pytest.fixture(scope="module")

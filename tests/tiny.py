@@ -244,3 +244,19 @@ def _build(name: str, seed: int, head: str, attn: str, vocab_size: int | None):
 def tiny_input(seed: int = 1, batch: int = 2, length: int = 7):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, V, (batch, length), generator=g)
+
+
+def save_tiny_lm(path, family: str = "gpt2", layers: int = 4, tokenizer=None):
+    """A tiny causal LM of ``family`` with the GPT-2 vocabulary (so the real GPT-2 tokenizer drives it), saved."""
+    from leantune.models import gpt2_tokenizer_offline
+
+    cfg = TINY_CONFIGS[family]()
+    cfg.vocab_size = 50257
+    if family == "gpt2":
+        cfg.n_positions, cfg.n_layer = 1024, layers
+    else:
+        cfg.max_position_embeddings, cfg.num_hidden_layers = 1024, layers
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    (tokenizer or gpt2_tokenizer_offline()).save_pretrained(path)
+    return path

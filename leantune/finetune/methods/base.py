@@ -8,6 +8,7 @@ one import line in ``methods/__init__.py``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from torch import nn
@@ -28,7 +29,7 @@ class Trained:
     transposed: bool = False  # stored [in, out] (Conv1D); the adapter file always holds [out, in]
 
 
-class AdapterMethod:
+class AdapterMethod(ABC):
     """Base class of the adapter methods (full, lora, dora, ...).
 
     ``attach`` makes the targeted parts of one module trainable and appends a :class:`Trained` record per
@@ -39,11 +40,11 @@ class AdapterMethod:
     name: str = ""
     peft_exportable: bool = False  # a PEFT LoRA directory can hold it (whole unfused nn.Linear targets only)
 
-    def attach(self, adapted, module: nn.Module, path: str, parts: list[LogicalMatrix]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def attach(self, adapted, module: nn.Module, path: str, parts: list[LogicalMatrix]) -> None: ...
 
-    def merge(self, adapted, module: nn.Module, path: str, parts: list[LogicalMatrix]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def merge(self, adapted, module: nn.Module, path: str, parts: list[LogicalMatrix]) -> None: ...
 
 
 METHODS: dict[str, AdapterMethod] = {}

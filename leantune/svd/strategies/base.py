@@ -9,6 +9,7 @@ built-in ones, one import line in ``strategies/__init__.py``.
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from ...errors import LeantuneError
@@ -22,8 +23,8 @@ class Outcome:
     info: dict = field(default_factory=dict)  # anything worth recording in summary.json (paper: layer choice)
 
 
-class Strategy:
-    """Protocol of a search strategy (subclass it, or just provide ``name`` and ``run``).
+class Strategy(ABC):
+    """Base class of a search strategy: subclass it, set ``name`` and implement ``run``.
 
     ``__init__`` may take keyword options of ``search_svd`` / ``leantune icl search`` by name (``top_k``,
     ``seed``); only the ones it names are passed.
@@ -32,9 +33,9 @@ class Strategy:
     name: str = ""
     note: str = "an upper bound"  # dry run: what the estimate means
 
+    @abstractmethod
     def run(self, search, layers: list[int], rates: list[float]) -> Outcome:
         """Evaluate candidates with ``search.run_candidates`` (after ``search.prepare_reuse(layers)``)."""
-        raise NotImplementedError
 
     def planned(self, layers: list[int], modules: list[str], rates: list[float]) -> list[tuple[int, str]]:
         """(layer, module) of each candidate it may evaluate besides the baseline (the dry run's estimate)."""
