@@ -11,7 +11,7 @@ from leantune.icl.evaluator import ICLEvaluator
 from leantune.icl.splits import make_icl_data
 from leantune.models import gpt2_tokenizer_offline
 from leantune.tasks import get_task, load_task_file
-from tiny import TINY_CONFIGS
+from tiny import save_tiny_lm
 
 TOK = gpt2_tokenizer_offline()
 
@@ -19,12 +19,7 @@ TOK = gpt2_tokenizer_offline()
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny-gpt2")
-    cfg = TINY_CONFIGS["gpt2"]()
-    cfg.vocab_size, cfg.n_positions = 50257, 1024
-    torch.manual_seed(0)
-    tf.GPT2LMHeadModel(cfg).save_pretrained(d)
-    TOK.save_pretrained(d)
-    return d
+    return save_tiny_lm(d, "gpt2", layers=2, tokenizer=TOK)
 
 
 def test_splits_are_disjoint_balanced_and_seeded():

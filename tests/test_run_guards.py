@@ -10,8 +10,6 @@ import sys
 import time
 
 import pytest
-import torch
-import transformers as tf
 
 from ft_helpers import model_dir, sentences, write_csv
 from leantune.cli import main
@@ -20,7 +18,7 @@ from leantune.models import gpt2_tokenizer_offline
 from leantune.svd.journal import Journal
 from leantune.svd.run_search import icl_search
 from leantune.svd.runlock import search_lock
-from tiny import TINY_CONFIGS
+from tiny import save_tiny_lm
 
 TOK = gpt2_tokenizer_offline()
 SMALL = dict(task="sst2", strategy="grid", layers="1", rates="0,0.5,0.9", shots=1, n_val=12, n_test=8, seed=1,
@@ -30,12 +28,7 @@ SMALL = dict(task="sst2", strategy="grid", layers="1", rates="0,0.5,0.9", shots=
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory):
     d = tmp_path_factory.mktemp("gpt2")
-    cfg = TINY_CONFIGS["gpt2"]()
-    cfg.vocab_size, cfg.n_positions = 50257, 1024
-    torch.manual_seed(0)
-    tf.GPT2LMHeadModel(cfg).save_pretrained(d)
-    TOK.save_pretrained(d)
-    return d
+    return save_tiny_lm(d, "gpt2", layers=2, tokenizer=TOK)
 
 
 def _keys(journal):
