@@ -39,16 +39,27 @@ LAYERS = {"deep": "last4", "shallow": "0-3", "paper": "all"}
 
 
 def units(models, tasks, seeds, parts):
-    """All units, most informative first: every task at the first seed before more seeds; per task all three
-    parts together, so a partial run already compares deep, shallow and the paper's choice on the same tasks."""
-    out = []
-    for model in models:
-        for seed in seeds:
-            out += [(model, task, seed, SHOTS, part) for task in tasks for part in parts]
-            if seed == seeds[0]:
-                out += [(model, task, seed, FEW_SHOTS, part) for task in FEW_SHOT_TASKS
-                        for part in ("deep", "shallow") if part in parts and task in tasks]
-    return out
+    """All units, most informative per CPU-minute first (a session may end at any point):
+    1. the first model, first seed: deep and paper parts on every task (cheap: edits near the output reuse
+       recorded hidden states), then its shallow parts on the first three tasks (each shallow unit costs about
+       a full evaluation per candidate);
+    2. the other models' first seed, deep and paper on every task, so claims (a) and (c) see two models;
+    3. the fewer-shots comparison (first model, first seed), then the remaining shallow parts;
+    4. the remaining seeds in the same order (deep and paper first, shallow last)."""
+    cheap = [p for p in ("deep", "paper") if p in parts]
+    costly = [p for p in ("shallow",) if p in parts]
+    m0, s0 = models[0], seeds[0]
+    out = [(m0, t, s0, SHOTS, p) for t in tasks for p in cheap]
+    out += [(m0, t, s0, SHOTS, p) for t in tasks[:3] for p in costly]
+    out += [(m, t, s0, SHOTS, p) for m in models[1:] for t in tasks for p in cheap]
+    out += [(m0, t, s0, FEW_SHOTS, p) for t in FEW_SHOT_TASKS if t in tasks for p in ("deep", "shallow")
+            if p in parts]
+    out += [(m, t, s0, SHOTS, p) for m in models for t in tasks for p in costly]
+    later = [(m, s) for s in seeds[1:] for m in models]
+    for parts_now in (cheap, costly):
+        out += [(m, t, s, SHOTS, p) for m, s in later for t in tasks for p in parts_now]
+    seen = set()  # the lists above overlap (shallow on the first tasks); keep each unit's first place
+    return [u for u in out if not (u in seen or seen.add(u))]
 
 
 def key(u) -> str:
