@@ -4,7 +4,7 @@ One unit = (model, task, demo seed, shots per class, part), part in:
   deep     grid over the deepest 4 layers x {mlp, attn} x the paper's 8 rates
   shallow  grid over the shallowest 4 layers x {mlp, attn} x the paper's 8 rates
   paper    the paper's Algorithm 1 (layer among the top-3 by condition number, largest index; rates by val)
-Each unit runs ``leantune.svd.run_search.icl_search`` (itself journaled: a killed unit resumes mid-way) in
+Each unit runs ``leantune.recipes.icl_search.icl_search`` (itself journaled: a killed unit resumes mid-way) in
 ``runs/evidence/icl/...``; validation picks, the held-out test split reports. A finished unit appends one
 JSON line to ``benchmarks/results/evidence_icl.jsonl`` (commit it as it grows); finished units are never
 redone. ``--summary-only`` rebuilds every table and plot from that file without computing anything.
@@ -78,7 +78,7 @@ def append_row(rec: dict) -> None:
 def run_unit(u, threads: int) -> dict:
     import torch
 
-    from leantune.svd.run_search import icl_search
+    from leantune.recipes.icl_search import icl_search
 
     torch.set_num_threads(threads)
     model, task, seed, shots, part = u

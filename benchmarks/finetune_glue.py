@@ -71,7 +71,7 @@ def run_id(task, config, lr, seed, a) -> str:
 
 def run(res: dict, task: str, config: str, lr: float, seed: int, a) -> dict:
     from leantune.finetune.config import build_config
-    from leantune.finetune.train import finetune
+    from leantune.recipes.finetune import finetune
 
     rid = run_id(task, config, lr, seed, a)
     if rid in res["runs"]:

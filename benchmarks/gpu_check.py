@@ -146,8 +146,8 @@ def check_search_apply(model_dir: Path, device: str, dtype: str, n_val: int, wor
     from leantune.errors import LeantuneError
     from leantune.models import load_model
     from leantune.svd.edits import Edit, edit_record
-    from leantune.svd.run_apply import icl_apply
-    from leantune.svd.run_search import icl_search
+    from leantune.recipes.icl_apply import icl_apply
+    from leantune.recipes.icl_search import icl_search
 
     common = dict(task="sst2", strategy="grid", layers="last2", modules="mlp" if tiny else "mlp,attn",
                   rates="0,0.9" if tiny else "0,0.5,0.9", shots=2,
@@ -176,7 +176,7 @@ def check_search_apply(model_dir: Path, device: str, dtype: str, n_val: int, wor
     edit.write_text(json.dumps(edit_record(base, str(model_dir), edits, "float32")))
     del base
     for kind in ("dense", "factorized"):
-        icl_apply(str(model_dir), str(edit), str(work / f"{kind}-{dtype}"), factorize_=kind == "factorized",
+        icl_apply(str(model_dir), str(edit), str(work / f"{kind}-{dtype}"), factorize=kind == "factorized",
                   dtype=dtype, device=device, tokenizer="gpt2-offline")
     dense = load_model(str(work / f"dense-{dtype}"), head="causal-lm", device=device)
     fact = load_model(str(work / f"factorized-{dtype}"), head="causal-lm", device=device)
@@ -270,7 +270,7 @@ def speed_search(model_dir: Path, device: str, n_val: int, seed_candidates: int,
     from leantune.icl.splits import make_icl_data
     from leantune.models import gpt2_tokenizer_offline, load_model
     from leantune.svd.edits import module_matrices
-    from leantune.svd.run_search import icl_search
+    from leantune.recipes.icl_search import icl_search
     from leantune.tasks import get_task
 
     rates = [0.9] if tiny else [0.5, 0.75, 0.9, 0.95]

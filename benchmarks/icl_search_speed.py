@@ -35,7 +35,7 @@ from leantune.icl.evaluator import build_prefix
 from leantune.icl.splits import make_icl_data
 from leantune.models import gpt2_tokenizer_offline
 from leantune.svd.edits import module_matrices
-from leantune.svd.run_search import PAPER_RATES, icl_search
+from leantune.recipes.icl_search import PAPER_RATES, icl_search
 from leantune.tasks import get_task
 
 # (layer counted from the end, module, rate): the first two already cover both modules

@@ -1,4 +1,8 @@
-"""Command line: parses arguments, calls the library, prints. Errors the user can fix -> one line, exit 2."""
+"""Command line: generated from the recipes' config dataclasses; parses, runs one recipe, prints.
+
+Errors the user can fix -> one line, exit 2. Every subcommand takes ``--config FILE`` (YAML/JSON with the
+same keys as its flags; the command line wins) and ``--quiet``.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,10 @@ import sys
 
 from .errors import LeantuneError
 
-
-def _cmd_inspect(args) -> int:
-    from .inspect_model import inspect, render
-
-    result = inspect(args.model, spectrum=args.spectrum, json_path=args.json, plot_path=args.plot,
-                     svd_dtype=args.svd_dtype, trust_remote_code=args.trust_remote_code,
-                     progress=not args.quiet, dtype=args.dtype, device=args.device, device_map=args.device_map,
-                     max_memory=args.max_memory)
-    print(render(result))
-    if args.json:
-        print(f"json: {args.json}")
-    return 0
+GROUPS = {  # subcommands with subcommands of their own: their help and the dest of the chosen word
+    "icl": ("in-context learning: evaluate, search SVD edits, apply them", "icl_command"),
+    "lab": ("the theory lab: a small ICL-capable model trained here", "lab_command"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,43 +27,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="leantune", description=__doc__)
+    from dataclasses import fields
+
+    from .options import add_flags
+    from .recipes import all_commands
+
+    p = _Parser(prog="leantune", description="Train less (only W_q/W_v, lr_V = lambda * lr_Q) and keep less (SVD "
+                "edits for in-context learning). Every subcommand takes --config FILE (YAML/JSON with the same keys "
+                "as its flags; the command line wins) and --quiet.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    ins = sub.add_parser("inspect", help="show where W_q/W_k/W_v/W_o and the MLP matrices live; optional spectrum",
-                         description="Print the architecture map of MODEL (hub id, local directory or alias "
-                                     "'minilm'); with --spectrum also singular-value statistics per matrix.")
-    ins.add_argument("model")
-    ins.add_argument("--spectrum", action="store_true", help="per (layer, matrix): sigma max/min, condition number, "
-                                                             "effective rank")
-    ins.add_argument("--json", metavar="PATH", help="write the map (and spectrum) as JSON")
-    ins.add_argument("--plot", metavar="PATH", help="write a PNG of condition number by layer, attention vs MLP")
-    ins.add_argument("--svd-dtype", choices=["float32", "float64"], default="float32")
-    from .precision import add_placement_flags
-
-    add_placement_flags(ins)  # --dtype, --device, --device-map, --max-memory
-    ins.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
-    ins.add_argument("--quiet", action="store_true", help="no progress bar")
-    ins.set_defaults(func=_cmd_inspect)
-
-    # Each feature room registers its own subcommands (arguments + a function that calls the library).
-    for register in _feature_commands():
-        register(sub)
+    groups = {}
+    for words, recipe in all_commands().items():
+        parent = sub
+        if len(words) == 2:
+            if words[0] not in groups:
+                help_, dest = GROUPS[words[0]]
+                groups[words[0]] = sub.add_parser(words[0], help=help_).add_subparsers(dest=dest, required=True)
+            parent = groups[words[0]]
+        sp = parent.add_parser(words[-1], help=recipe.help, description=recipe.description or recipe.help)
+        sp.add_argument("--config", metavar="FILE", help="YAML/JSON with the same keys as these flags; flags win")
+        add_flags(sp, recipe.config)
+        if "quiet" not in {f.name for f in fields(recipe.config)}:
+            sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.set_defaults(recipe=recipe, parser=sp)
     return p
-
-
-def _feature_commands():
-    """Subcommand registrars of the feature rooms; each is ``register(subparsers)``."""
-    import importlib
-
-    registrars = []
-    for mod in ("leantune.model_commands", "leantune.finetune.commands", "leantune.icl.commands", "leantune.lab.commands"):
-        try:
-            registrars.append(importlib.import_module(mod).register)
-        except ModuleNotFoundError as e:
-            if not mod.startswith(str(e.name)):  # the room exists but a dependency is missing: say so
-                raise
-    return registrars
 
 
 def _sub_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
@@ -84,14 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "config", None):
+        if args.config:
             from .config import apply_config
 
             args = apply_config(args.parser, args, _sub_argv(args.parser, argv))
+        from .options import config_from_args
         from .validate import check_args
 
         check_args(args)  # options and output locations, after --config is merged, before any work
-        return args.func(args)
+        recipe = args.recipe
+        cfg = config_from_args(recipe.config, args)
+        text = recipe.report(recipe.run(cfg, not args.quiet), cfg)
+        if text:
+            print(text)
+        return 0
     except LeantuneError as e:
         print(f"leantune: error: {e}", file=sys.stderr)
         return 2

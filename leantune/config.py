@@ -36,25 +36,22 @@ def read_config_file(path: str) -> dict:
     return data
 
 
+def config_values(path: str, known) -> dict:
+    """The file's mapping with keys as option names (dashes -> underscores); an unknown key is an error."""
+    known = set(known)
+    out = {}
+    for key, value in read_config_file(str(path)).items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise LeantuneError(f"config file {path}: unknown option '{key}'; known: {', '.join(sorted(known))}")
+        out[name] = value
+    return out
+
+
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> argparse.Namespace:
     """Re-parse ``argv`` with the config file's values as defaults (the command line still wins)."""
     if not getattr(args, "config", None):
         return args
-    data = read_config_file(args.config)
-    known = {a.dest: a for a in parser._actions}
-    defaults = {}
-    for key, value in data.items():
-        dest = key.replace("-", "_")
-        if dest not in known or dest in ("help", "config"):
-            raise LeantuneError(f"config file {args.config}: unknown option '{key}'")
-        defaults[dest] = value
-    parser.set_defaults(**defaults)
+    known = {a.dest for a in parser._actions} - {"help", "config"}
+    parser.set_defaults(**config_values(args.config, known))
     return parser.parse_args(argv)
-
-
-def require(args: argparse.Namespace, *names: str) -> None:
-    """Options that must come from the command line or the config file."""
-    missing = [n for n in names if getattr(args, n, None) in (None, "")]
-    if missing:
-        flags = ", ".join("--" + n.replace("_", "-") for n in missing)
-        raise LeantuneError(f"missing {flags} (give it on the command line or in --config)")

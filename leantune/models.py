@@ -170,6 +170,25 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         raise LeantuneError(f"cannot load the tokenizer of {name}: {first}") from None
 
 
+def tokenizer_for(model_name: str, tokenizer: str | None = None, trust_remote_code: bool = False,
+                  need_pad: bool = False):
+    """The tokenizer every command uses: ``tokenizer`` when given (``gpt2-offline``: the real GPT-2 BPE, offline),
+    else the model's own. ``need_pad``: batches of unequal length need a pad token; decoder-only models
+    usually have none and pad with eos, as is usual for classification."""
+    if tokenizer == "gpt2-offline":
+        tok = gpt2_tokenizer_offline()
+    else:
+        try:
+            tok = load_tokenizer(tokenizer or model_name, trust_remote_code)
+        except LeantuneError as e:
+            raise LeantuneError(f"{e}; pass --tokenizer (a hub id, a directory, or gpt2-offline)") from None
+    if need_pad and tok.pad_token is None:
+        if tok.eos_token is None:
+            raise LeantuneError("the tokenizer has neither a pad nor an eos token; pass --tokenizer")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 @lru_cache(maxsize=1)
 def _gpt2_vocab() -> tuple[dict, list]:
     try:

@@ -24,22 +24,8 @@ import torch
 
 from .errors import LeantuneError
 
-DTYPE_HELP = "auto (the checkpoint's own) | float32 | bfloat16 | float16"
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-def add_placement_flags(p, device_map: bool = True) -> None:
-    """``--dtype`` / ``--device`` (and ``--device-map`` / ``--max-memory``) on an argparse parser."""
-    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cuda:LOCAL_RANK under torchrun / "
-                                    "accelerate launch when CUDA is there, else cpu)")
-    if device_map:
-        p.add_argument("--device-map", metavar="auto|FILE.json",
-                       help="spread the model over devices with accelerate: auto (or balanced, sequential), or a "
-                            "JSON file mapping module names to a GPU index, 'cpu' or 'disk'")
-        p.add_argument("--max-memory", metavar="0=20GiB,cpu=60GiB",
-                       help="with --device-map auto: memory per device, as transformers' max_memory")
 
 
 def default_device(device: str | None) -> str | None:

@@ -166,5 +166,5 @@ def check_args(args: argparse.Namespace) -> None:
     """All option checks of one parsed command, then its output locations (nothing is written before)."""
     command = command_of(args)
     check_choices(getattr(args, "parser", None), args)
-    check_values({k: v for k, v in vars(args).items() if k not in ("parser", "func")}, command)
+    check_values({k: v for k, v in vars(args).items() if k not in ("parser", "recipe")}, command)
     check_outputs(command, args)

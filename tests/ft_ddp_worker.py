@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from safetensors.torch import save_file  # noqa: E402
 
 from leantune.finetune.config import build_config  # noqa: E402
-from leantune.finetune.train import finetune  # noqa: E402
+from leantune.recipes.finetune import finetune  # noqa: E402
 from leantune.models import load_model  # noqa: E402
 
 model_dir, train_file, out = sys.argv[1:4]

@@ -111,7 +111,7 @@ def test_non_finite_loss_stops_training(capsys, tmp_path):
 def test_config_file_rejects_unknown_keys_and_both_budgets(tmp_path):
     bad = tmp_path / "c.json"
     bad.write_text(json.dumps({"v_lr_ration": 4}))
-    with pytest.raises(LeantuneError, match="unknown key.*v_lr_ration"):
+    with pytest.raises(LeantuneError, match="unknown option.*v_lr_ration"):
         build_config(bad)
     with pytest.raises(LeantuneError, match="either --max-steps or --epochs"):
         build_config(None, max_steps=3, epochs=1.0)

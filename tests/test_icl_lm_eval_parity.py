@@ -6,7 +6,7 @@ import torch
 import transformers as tf
 
 from leantune.icl.lm_eval_task import write_lm_eval_task
-from leantune.icl.run_eval import icl_eval
+from leantune.recipes.icl_eval import icl_eval
 from leantune.icl.splits import make_icl_data
 from leantune.models import gpt2_tokenizer_offline
 from leantune.tasks import get_task

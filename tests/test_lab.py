@@ -101,7 +101,7 @@ def test_committed_checkpoint_loads_by_alias_and_reports_its_shots_table():
 
 
 def test_demo_smoke_path_writes_the_report(tmp_path):
-    from leantune.demo import demo
+    from leantune.recipes.demo import demo
 
     report = demo(str(tmp_path / "demo"), quick=True, progress=False)
     text = report.read_text()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from leantune.cli import main
-from leantune.demo import MARKER, prepare_out_dir
+from leantune.recipes.demo import MARKER, prepare_out_dir
 from leantune.errors import LeantuneError
 
 

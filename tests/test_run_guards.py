@@ -16,7 +16,7 @@ from leantune.cli import main
 from leantune.errors import LeantuneError
 from leantune.models import gpt2_tokenizer_offline
 from leantune.svd.journal import Journal
-from leantune.svd.run_search import icl_search
+from leantune.recipes.icl_search import icl_search
 from leantune.svd.runlock import search_lock
 from tiny import save_tiny_lm
 
@@ -107,9 +107,9 @@ def test_wait_lock_waits_for_the_holder(gpt2, tmp_path):
 
 
 def test_non_finite_grad_norm_or_eval_loss_stops_training():
-    from leantune.finetune.train import _trainer_classes
+    from leantune.finetune.trainer import trainer_classes
 
-    guard = _trainer_classes()[2]()
+    guard = trainer_classes()[2]()
     state = type("State", (), {"global_step": 7})()
     guard.on_log(None, state, None, logs={"loss": 0.7, "grad_norm": 1.5})  # finite: nothing happens
     for key in ("grad_norm", "eval_loss", "loss"):

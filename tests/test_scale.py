@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from leantune.arch import get_arch
 from leantune.cli import main
-from leantune.icl.run_eval import icl_eval
+from leantune.recipes.icl_eval import icl_eval
 from leantune.models import gpt2_tokenizer_offline, load_model
-from leantune.svd.run_search import icl_search
+from leantune.recipes.icl_search import icl_search
 from tiny import save_tiny_lm
 
 TOK = gpt2_tokenizer_offline()
@@ -245,7 +245,7 @@ def test_sizes_parse(text, expected):
 def test_finetune_bf16_keeps_k_rows_bit_identical(tmp_path):
     from ft_helpers import model_dir, sentences, write_csv
     from leantune.finetune.config import build_config
-    from leantune.finetune.train import finetune
+    from leantune.recipes.finetune import finetune
 
     mdir = model_dir(tmp_path, "gpt2")  # fused c_attn [Q|K|V]: full training of the Q and V slices
     train = write_csv(tmp_path / "train.csv", sentences(32, seed=4))

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from leantune.cli import main
 from leantune.models import gpt2_tokenizer_offline, load_model
-from leantune.svd.run_search import icl_search
+from leantune.recipes.icl_search import icl_search
 from tiny import TINY_CONFIGS, save_tiny_lm
 
 TOK = gpt2_tokenizer_offline()

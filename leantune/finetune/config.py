@@ -6,10 +6,11 @@ keys are an error rather than silently ignored, so a typo never trains with a de
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import LeantuneError
+from ..options import option
 
 TARGETS = ("qv", "qkv", "qk", "q", "v", "k", "attn", "all")
 
@@ -59,76 +60,63 @@ class AdapterConfig:
 
 @dataclass
 class FinetuneConfig:
-    model: str = "minilm"
-    """Hub id, local directory saved with save_pretrained, or alias (minilm)."""
-    task: str | None = None
-    """Built-in task (sst2, rte, cb, mrpc, cola, qnli, boolq, emoc, agnews; default sst2), or a name for
-    --train-file data (default: the file's stem)."""
-    targets: str = AdapterConfig.targets
-    """Which attention matrices train: qv | qkv | q | v | k | attn (q,k,v,o) | all (plain full fine-tuning)."""
-    method: str = AdapterConfig.method
-    """full (the chosen matrices / fused slices themselves) | lora | dora."""
-    rank: int = AdapterConfig.rank
-    alpha: float = AdapterConfig.alpha
-    dropout: float = AdapterConfig.dropout
-    """LoRA dropout on the adapter input (the paper's LoRA+ code uses 0.05)."""
-    lr: float = 1e-4
-    """Learning rate of W_q (and of LoRA A matrices of W_q)."""
-    v_lr_ratio: float = 4.0
-    """lambda: lr of W_v = v_lr_ratio * lr (the paper's GLUE setting is 4)."""
-    k_lr_ratio: float = 1.0
-    """lr of W_k = k_lr_ratio * lr when k is targeted."""
-    head_lr: float | None = None
-    """lr of the task head; default: lr."""
-    loraplus_ratio: float = 1.0
-    """LoRA+: lr of every B matrix = loraplus_ratio * lr of its A matrix (composes with lambda)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay of 2-D tensors; biases, norms and DoRA magnitudes never decay."""
-    warmup: float = 0.06
-    """Linear warm-up, as a fraction of the training steps."""
-    scheduler: str = "linear"
-    max_steps: int | None = None
-    epochs: float | None = None
-    """Either max_steps or epochs; neither -> 3 epochs."""
-    batch_size: int = 32
-    """Per device (per process under accelerate launch / torchrun)."""
-    eval_batch_size: int = 64
-    max_length: int = 128
-    seed: int = 0
-    out: str | None = None
-    eval_every: int | None = None
-    """Evaluate every N steps; default: 5 evaluations over the run (plus the final one)."""
-    log_every: int = 10
-    data_dir: str | None = None
-    """Local data in the formats of ../shared/data; default $LEANTUNE_DATA_DIR, else ../shared/data, else hub."""
-    train_file: str | None = None
-    """Custom task: .jsonl/.json/.csv/.tsv with --text-columns and --label-column."""
-    eval_file: str | None = None
-    """Custom task eval file; default: 10% of train_file carved with seed 0."""
-    text_columns: list[str] = field(default_factory=list)
-    label_column: str = "label"
-    metric: str | None = None
-    """Custom task metric: accuracy | matthews | f1; built-in tasks use the task's own."""
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    tokenizer: str | None = None
-    """Tokenizer to use when the model directory has none (hub id, local dir, or 'gpt2-offline')."""
-    bf16: bool = False
-    """bfloat16 mixed precision through the Trainer (weights stay in --dtype, float32 by default)."""
-    fp16: bool = False
-    """float16 mixed precision with loss scaling through the Trainer (needs a CUDA device)."""
-    dtype: str = "float32"
-    """dtype the model's weights load in: float32 | bfloat16 | float16 | auto (the checkpoint's own)."""
-    device: str | None = None
-    """cpu | cuda | cuda:N; default: the Trainer's choice (cuda:LOCAL_RANK under a launcher, else cuda, else cpu)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in backward (non-reentrant): less memory, about a third more time."""
-    grad_accum: int = 1
-    """Gradient accumulation steps: the effective batch is batch_size x grad_accum x processes."""
-    trust_remote_code: bool = False
-    quiet: bool = False
-    export_peft: bool = True
-    """Also write a PEFT-format adapter (unfused LoRA only)."""
+    """One fine-tuning run: the fields are the flags of ``leantune finetune`` and the keys of its ``--config``."""
+
+    model: str = option("minilm", "hub id, local directory or alias (minilm); default minilm")
+    # built-in task (sst2, rte, ...; default sst2), or a name for --train-file data (default: the file's stem)
+    task: str | None = option(None, "sst2 | rte | cb | mrpc | cola | qnli | boolq | emoc | agnews, or a name for "
+                                    "--train-file data")
+    targets: str = option(AdapterConfig.targets, "which matrices train (default qv): qv | qkv | qk | q | v | k | "
+                                                 "attn (q,k,v,o) | all (plain full fine-tuning)", choices=TARGETS)
+    method: str = option(AdapterConfig.method, "full | lora | dora (default lora); full = the chosen matrices or "
+                                               "fused slices themselves", choices=METHODS)
+    rank: int = option(AdapterConfig.rank, "LoRA/DoRA rank (default 8)")
+    alpha: float = option(AdapterConfig.alpha, "LoRA alpha; scale = alpha / rank (default 16)")
+    dropout: float = option(AdapterConfig.dropout, "LoRA dropout (default 0.05, as the paper's LoRA+ code)")
+    lr: float = option(1e-4, "learning rate of W_q (and of the LoRA A matrices of W_q) (default 1e-4)")
+    v_lr_ratio: float = option(4.0, "lambda: lr of W_v = lambda * lr (default 4, the paper's GLUE setting)")
+    k_lr_ratio: float = option(1.0, "lr of W_k = ratio * lr when k is targeted (default 1)")
+    head_lr: float | None = option(None, "lr of the task head (default: --lr)")
+    loraplus_ratio: float = option(1.0, "LoRA+: lr of B = ratio * lr of A (default 1; composes with lambda)")
+    weight_decay: float = option(0.0, "AdamW weight decay of 2-D tensors (default 0); biases, norms and DoRA "
+                                      "magnitudes never decay")
+    warmup: float = option(0.06, "warm-up fraction of the steps (default 0.06)")
+    scheduler: str = option("linear", "learning-rate schedule (default linear)", choices=SCHEDULERS)
+    max_steps: int | None = option(None, "optimizer steps (or --epochs)")
+    epochs: float | None = option(None, "epochs (default 3 when --max-steps is not given)")
+    batch_size: int = option(32, "per-device train batch size (default 32; per process under accelerate launch)")
+    eval_batch_size: int = option(64, "per-device eval batch size (default 64)")
+    max_length: int = option(128, "max tokens per example (default 128)")
+    seed: int = option(0, "seed of data order, head and adapter init (default 0)")
+    out: str | None = option(None, "output directory (metrics.json, adapter/, curves.png)")
+    eval_every: int | None = option(None, "evaluate every N steps (default: 5 times per run, plus the final one)")
+    log_every: int = option(10, "log the train loss every N steps (default 10)")
+    data_dir: str | None = option(None, "local task data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
+    train_file: str | None = option(None, "custom task: .jsonl/.json/.csv/.tsv")
+    eval_file: str | None = option(None, "custom task eval file (default: 10%% of --train-file, seed 0)")
+    text_columns: list[str] = option(help="custom task: text column(s), comma-separated (one text or a pair)",
+                                     factory=list)
+    label_column: str = option("label", "custom task: label column (default label)")
+    metric: str | None = option(None, "custom task metric (default accuracy); built-in tasks use their own",
+                                choices=("accuracy", "matthews", "f1"))
+    max_train_samples: int | None = option(None, "train on a seeded random subset of this size")
+    max_eval_samples: int | None = option(None, "evaluate on a fixed random subset of this size")
+    tokenizer: str | None = option(None, "tokenizer when the model directory has none (hub id, directory, "
+                                         "gpt2-offline)")
+    bf16: bool = option(False, "bfloat16 mixed precision (the Trainer's autocast; weights stay in --dtype)")
+    fp16: bool = option(False, "float16 mixed precision with loss scaling (CUDA only; needs float32 weights)")
+    dtype: str = option("float32", "weights' dtype: float32 (default) | bfloat16 | float16 | auto (the "
+                                   "checkpoint's)")
+    device: str | None = option(None, "cpu | cuda | cuda:N (default: the Trainer's; cuda:LOCAL_RANK under a "
+                                      "launcher)")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward: less memory, more time "
+                                                 "(non-reentrant)")
+    grad_accum: int = option(1, "gradient accumulation steps (default 1): the effective batch is batch-size x "
+                                "grad-accum x processes")
+    trust_remote_code: bool = option(False)
+    quiet: bool = option(False, "no progress bar")
+    export_peft: bool = option(True, "skip the PEFT-format copy of a LoRA adapter (config key: export_peft: false)",
+                               off_flag="--no-peft-export")
 
     def check(self) -> "FinetuneConfig":
         if self.targets not in TARGETS:
@@ -173,21 +161,11 @@ class FinetuneConfig:
 FIELD_NAMES = tuple(f.name for f in fields(FinetuneConfig))
 
 
-def read_config_file(path: str | Path) -> dict:
-    """A YAML or JSON mapping of FinetuneConfig keys (dashes allowed: ``v-lr-ratio``)."""
-    from ..config import read_config_file as read_mapping  # the one YAML/JSON reader of every command
-
-    out = {str(k).replace("-", "_"): v for k, v in read_mapping(str(path)).items()}
-    unknown = sorted(set(out) - set(FIELD_NAMES))
-    if unknown:
-        raise LeantuneError(f"config file {path}: unknown key(s) {', '.join(unknown)}; "
-                            f"known keys: {', '.join(FIELD_NAMES)}")
-    return out
-
-
 def build_config(file: str | Path | None = None, **overrides) -> FinetuneConfig:
     """Defaults < config file < overrides (None values in overrides mean 'not given')."""
-    values = read_config_file(file) if file else {}
+    from ..config import config_values  # the one YAML/JSON reader of every command
+
+    values = config_values(str(file), FIELD_NAMES) if file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:

@@ -1,6 +1,6 @@
 """The ICL engine as a library: accuracy of a loaded causal LM with fixed demonstrations.
 
-``leantune icl eval`` (``run_eval.py``) loads the model and tokenizer from names and calls this.
+``leantune icl eval`` (``recipes/icl_eval.py``) loads the model and tokenizer from names and calls this.
 """
 
 from __future__ import annotations

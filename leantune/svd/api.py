@@ -1,6 +1,6 @@
 """The SVD engine as a library: search edits on a loaded model, apply an edit to a loaded model.
 
-``leantune icl search`` / ``icl apply`` (``run_search.py``, ``run_apply.py``) load the model from a
+``leantune icl search`` / ``icl apply`` (``recipes/icl_search.py``, ``recipes/icl_apply.py``) load the model from a
 name and call these.
 """
 
@@ -23,7 +23,7 @@ from .lowrank import SVDCache
 from .search import BASELINE, Dist, Search, candidate_key
 from .strategies import STRATEGIES, Strategy, check_grid, make_strategy, parse_layers
 
-PAPER_RATES = (0.0, 0.1, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995)
+from . import PAPER_RATES  # re-exported: the paper rates are part of this API
 
 # Arguments that change what is computed: a rerun in the same folder must repeat them exactly.
 SEMANTIC = ("model", "task", "strategy", "modules", "layers", "rates", "shots", "n_val", "n_test", "seed", "top_k",

@@ -13,8 +13,6 @@ other ranks of that run. The lock is taken before the model loads, so a refusal 
 from __future__ import annotations
 
 import fcntl
-import functools
-import inspect
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,23 +59,3 @@ def search_lock(out_dir: Path, rank: int = 0, wait: bool = False):
         os.close(fd)  # releases the lock
         if made and not any(out_dir.iterdir()):  # a search refused before writing leaves no empty folder
             out_dir.rmdir()
-
-
-def one_search_per_folder(search):
-    """Run ``search(..., out=DIR, dry_run=False)`` holding the lock of DIR (a dry run writes nothing: no lock).
-
-    Adds the keyword ``wait_lock=False``: wait for another search on DIR to finish instead of refusing.
-    """
-    signature = inspect.signature(search)
-
-    @functools.wraps(search)
-    def locked(*args, wait_lock: bool = False, **kwargs):
-        given = signature.bind(*args, **kwargs)
-        given.apply_defaults()
-        if given.arguments["dry_run"]:
-            return search(*args, **kwargs)
-        rank = int(os.environ.get("RANK", "0"))  # torchrun / accelerate set it; the search's own Dist agrees
-        with search_lock(Path(given.arguments["out"]), rank, wait=wait_lock):
-            return search(*args, **kwargs)
-
-    return locked

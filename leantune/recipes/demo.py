@@ -17,8 +17,18 @@ import shutil
 import time
 from pathlib import Path
 
-from .errors import LeantuneError
-from .report import format_table
+from dataclasses import dataclass
+
+from ..errors import LeantuneError
+from .common import Recipe
+from ..options import option
+from ..report import format_table
+
+@dataclass
+class DemoConfig:
+    out: str = option("runs/demo", "report folder (a rerun clears only what a demo wrote there)")
+    quick: bool = option(False, "a tiny budget (seconds), for smoke tests")
+
 
 FT_CONFIGS = (("LoRA(QKV) lambda=1", "qkv", 1.0), ("LoRA(QV) lambda=4", "qv", 4.0))
 # The MiniLM half is 200 steps per config (300 before): it must leave room in the 15-minute budget for
@@ -28,8 +38,8 @@ SVD_MODEL, SVD_TASK, SVD_SHOTS, SVD_N_VAL, SVD_N_TEST = "smollm2-135m", "sst2", 
 
 
 def _finetune_part(out: Path, quick: bool, progress: bool) -> list[dict]:
-    from .finetune.config import build_config
-    from .finetune.train import finetune
+    from ..finetune.config import build_config
+    from .finetune import finetune
 
     rows = []
     for label, targets, lam in FT_CONFIGS:
@@ -48,7 +58,8 @@ def _finetune_part(out: Path, quick: bool, progress: bool) -> list[dict]:
 
 
 def _svd_part(out: Path, quick: bool, progress: bool) -> dict:
-    from .svd.run_search import PAPER_RATES, icl_search
+    from ..svd import PAPER_RATES
+    from .icl_search import icl_search
 
     if quick:  # the same path on a sliver of the work: one layer, two rates, a handful of examples
         return icl_search(SVD_MODEL, SVD_TASK, strategy="grid", modules="mlp,attn", layers="last1", rates=(0.0, 0.9),
@@ -157,3 +168,18 @@ Chosen edit: {edits}
 
 Everything: `svd_search/summary.json`, `svd_search/edit.json`, `svd_search/candidates.jsonl`.
 """
+
+
+CONFIG = DemoConfig
+
+
+def run(cfg: DemoConfig, progress: bool) -> Path:
+    return demo(cfg.out, quick=cfg.quick, progress=progress)
+
+
+def report(path: Path, cfg: DemoConfig) -> str:
+    return f"report: {path}"
+
+
+COMMANDS = {("demo",): Recipe(DemoConfig, run, report, help="both methods, offline: MiniLM fine-tuning + SVD search "
+                                                              "for ICL on SmolLM2-135M")}

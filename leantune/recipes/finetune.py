@@ -1,8 +1,8 @@
-"""The fine-tuning recipe: data -> model -> trainable parts -> Hugging Face Trainer -> outputs.
+"""Recipe of ``leantune finetune`` (and ``merge``): data -> model -> trainable parts -> HF Trainer -> outputs.
 
 Training runs on the HF Trainer, so ``accelerate launch`` / ``torchrun`` give data-parallel training
-unchanged (gloo on CPU). leantune supplies only the optimizer (groups from the architecture map, see
-``groups.py``), a NaN/inf guard, a step timer and the outputs.
+unchanged (gloo on CPU). The finetune engine supplies the optimizer groups (from the architecture map,
+``finetune/groups.py``), the adapters, and the Trainer subclass with its NaN/inf guard and step timer.
 """
 
 from __future__ import annotations
@@ -10,117 +10,25 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import LeantuneError
+from ..finetune.adapters import Adapted, attach
+from ..finetune.artifacts import can_export_peft, dir_bytes, export_peft, save_adapter
+from ..finetune.config import FinetuneConfig
+from ..finetune.data import Encoded, compute_metrics, load_data
+from ..finetune.groups import describe_groups, param_groups
+from ..finetune.trainer import peak_rss_mb, trainer_classes, _non_finite
 from ..model_fit import check_vocab_fits, fit_max_length
-from ..models import model_source
+from ..models import model_source, tokenizer_for
+from .common import Recipe
+from ..options import option
 from ..runinfo import versions  # one record of library versions for every command
-from .adapters import Adapted, attach
-from .artifacts import can_export_peft, dir_bytes, export_peft, save_adapter
-from .config import FinetuneConfig
-from .data import Encoded, compute_metrics, load_data
-from .groups import describe_groups, param_groups
-
-
-def load_tokenizer_for(cfg: FinetuneConfig):
-    from ..models import gpt2_tokenizer_offline, load_tokenizer
-
-    if cfg.tokenizer == "gpt2-offline":
-        tok = gpt2_tokenizer_offline()
-    else:
-        try:
-            tok = load_tokenizer(cfg.tokenizer or cfg.model, cfg.trust_remote_code)
-        except LeantuneError as e:
-            raise LeantuneError(f"{e}; pass --tokenizer (a hub id, a directory, or gpt2-offline)") from None
-    if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise LeantuneError("the tokenizer has neither a pad nor an eos token; pass --tokenizer")
-        tok.pad_token = tok.eos_token  # decoder-only models: pad with eos, as is usual for classification
-    return tok
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-DIVERGED = 1000.0  # a loss this many times its first value (and above 1000 nats) stops the run
-
-
-def _non_finite(what: str, value, step: int, optimizer) -> LeantuneError:
-    lrs = ", ".join(f"{g['name']}={g.get('initial_lr', g['lr']):.3g}" for g in optimizer.param_groups) \
-        if optimizer is not None else "see --lr"
-    return LeantuneError(f"training stopped: the {what} became {value} at step {step}; lower the learning rates "
-                         f"({lrs}) or check the model weights and data for NaN/inf")
-
-
-def _trainer_classes():
-    from transformers import Trainer, TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        """Wall time of each optimizer step (forward, backward, optimizer), for step_time_s_median."""
-
-        def __init__(self):
-            self.times: list[float] = []
-            self._t0 = 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self._t0)
-
-    class NonFiniteGuard(TrainerCallback):
-        """Stops on a non-finite logged loss, gradient norm or eval loss (the loss check in training_step
-        sees every step; the gradient norm and the eval loss are only seen here)."""
-
-        def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
-            for key in ("loss", "grad_norm", "eval_loss"):
-                v = (logs or {}).get(key)
-                if isinstance(v, (int, float)) and not math.isfinite(v):
-                    raise _non_finite(key.replace("_", " "), v, state.global_step, optimizer)
-
-    class SelectiveTrainer(Trainer):
-        """HF Trainer with leantune's optimizer groups and a stop on non-finite loss."""
-
-        def __init__(self, *args, leantune_groups, **kwargs):
-            self._leantune_groups = leantune_groups
-            super().__init__(*args, **kwargs)
-
-        def create_optimizer(self, model=None):
-            if self.optimizer is None:
-                # FSDP wraps before the optimizer exists: with use_orig_params it keeps our Parameter objects,
-                # without it they are flattened away and the groups would train nothing
-                live = {id(p) for p in (model or self.model).parameters()}
-                if any(id(p) not in live for g in self._leantune_groups for p in g["params"]):
-                    raise LeantuneError("the wrapped model no longer holds the parameters leantune trains; with "
-                                        "FSDP set fsdp_use_orig_params: true in the accelerate config")
-                self.optimizer = torch.optim.AdamW(self._leantune_groups, lr=self.args.learning_rate,
-                                                   betas=(self.args.adam_beta1, self.args.adam_beta2),
-                                                   eps=self.args.adam_epsilon)
-            return self.optimizer
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            step = self.state.global_step + 1
-            if not torch.isfinite(loss).all():
-                raise _non_finite("loss", loss.item(), step, self.optimizer)
-            # A too-large lr rarely gives NaN: AdamW's normalised steps, gradient clipping and LayerNorm keep
-            # numbers finite while the weights blow up (lr 1e10 on MiniLM: loss 0.69 -> 2e10, all finite).
-            # Cross-entropy above 1000 nats (and 1000x the first loss) is such a blow-up, never learning.
-            value = float(loss)
-            self._first_loss = getattr(self, "_first_loss", None) or value
-            if value > DIVERGED * max(self._first_loss, 1.0):
-                raise _non_finite(f"loss (first {self._first_loss:.3g}) diverged: it", f"{value:.3g}", step,
-                                  self.optimizer)
-            return loss
-
-    return StepTimer, SelectiveTrainer, NonFiniteGuard
 
 
 def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
@@ -137,7 +45,7 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     out = Path(cfg.out)
     new_dirs = [d for d in (out / "trainer", out) if not d.exists()]  # deepest first; the only ones we may remove
     data = load_data(cfg)
-    tokenizer = tokenizer or load_tokenizer_for(cfg)
+    tokenizer = tokenizer or tokenizer_for(cfg.model, cfg.tokenizer, cfg.trust_remote_code, need_pad=True)
     set_seed(cfg.seed)  # the head's init and LoRA A matrices are seeded, identically on every rank
     if model is None:
         model = load_model(cfg.model, head="seq-cls", num_labels=len(data.labels), dtype=cfg.dtype,
@@ -174,7 +82,7 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
         use_cpu=use_cpu,
         ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
     )
-    StepTimer, SelectiveTrainer, NonFiniteGuard = _trainer_classes()
+    StepTimer, SelectiveTrainer, NonFiniteGuard = trainer_classes()
     timer = StepTimer()
     n_labels = len(data.labels)
     trainer = SelectiveTrainer(
@@ -270,7 +178,7 @@ def _history(log_history: list[dict]) -> dict:
 
 
 def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metrics: dict, out: Path) -> None:
-    from .plot import plot_curves
+    from ..finetune.plot import plot_curves
 
     out.mkdir(parents=True, exist_ok=True)
     meta = {"base_model": cfg.model, "head": "seq-cls", "task": data.task, "labels": list(data.labels),
@@ -287,3 +195,66 @@ def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metric
     metrics["curves_png"] = str(plot_curves(metrics["history"], out / "curves.png",
                                             title=f"{cfg.model} {data.task} {cfg.method}({cfg.targets})"))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+CONFIG = FinetuneConfig
+
+
+def run(cfg: FinetuneConfig, progress: bool) -> dict:
+    if not progress:
+        cfg.quiet = True
+    return finetune(cfg)
+
+
+def report(m: dict, cfg: FinetuneConfig) -> str:
+    if "adapter_dir" not in m:  # ranks other than 0 report nothing
+        return ""
+    ev = m["eval"]
+    lines = [f"{m['task']}: {cfg.method}({cfg.targets}) on {cfg.model}, lambda={cfg.v_lr_ratio}, "
+             f"{m['train']['steps']} steps",
+             f"eval {ev['metric']} = {ev['score']:.4f} (accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f})",
+             f"trainable params {m['trainable_params']:,} of {m['total_params']:,}; adapter {m['artifact_bytes']:,} "
+             f"bytes; step time median {m['train']['step_time_s_median']:.3f} s; peak RSS "
+             f"{m['train']['peak_rss_mb']:.0f} MB",
+             f"metrics: {cfg.out}/metrics.json  adapter: {m['adapter_dir']}  curves: {m['curves_png']}"]
+    if "peft_adapter_dir" in m:
+        lines.append(f"peft adapter: {m['peft_adapter_dir']}")
+    return "\n".join(lines)
+
+
+@dataclass
+class MergeConfig:
+    adapter: str | None = option(None, "the adapter/ directory of a finetune run", metavar="DIR", required=True)
+    out: str | None = option(None, "output folder of the merged model", metavar="DIR2", required=True)
+    base_model: str | None = option(None, "override the base model path recorded in the adapter")
+    dtype: str = option("auto", "auto (the base model's own: merging keeps it) | float32 | bfloat16 | float16")
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... where the merge is computed (default cpu)")
+
+
+def merge(cfg: MergeConfig) -> str:
+    from ..finetune.artifacts import merge_adapter
+
+    return str(merge_adapter(cfg.adapter, cfg.out, base_model=cfg.base_model, dtype=cfg.dtype, device=cfg.device))
+
+
+def run_merge(cfg: MergeConfig, progress: bool) -> str:
+    return merge(cfg)
+
+
+def report_merge(out: str, cfg: MergeConfig) -> str:
+    return f"merged model written to {out}"
+
+
+COMMANDS = {
+    ("finetune",): Recipe(
+        FinetuneConfig, run, report,
+        help="fine-tune only W_q/W_v (or other attention targets) with lr_V = lambda * lr_Q",
+        description="Attention-selective fine-tuning (Yao et al., arXiv 2410.02247) for sequence classification: "
+                    "train the chosen attention matrices (fused slices included) and the task head, with "
+                    "per-matrix learning rates. Runs on the HF Trainer: use `accelerate launch -m leantune "
+                    "finetune ...` or torchrun for data parallelism."),
+    ("merge",): Recipe(
+        MergeConfig, run_merge, report_merge, help="fold a leantune adapter into its base model; write a dense model",
+        description="Load the base model named in ADAPTER/leantune_adapter.json, apply the adapter, merge it into "
+                    "the weights and save_pretrained the result (safetensors)."),
+}

@@ -1,0 +1,42 @@
+"""Options shared by several commands, defined once (help text and default)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..options import option
+
+TASK_HELP = ("(required) task name (sst2, rte, cb, copa, mrpc, emoc, agnews, boolq) or a task file (.yaml/.json)")
+DTYPE_HELP = "auto (the checkpoint's own) | float32 | bfloat16 | float16"
+
+
+def dtype_option(default: str = "auto"):
+    return option(default, DTYPE_HELP)
+
+
+def device_option():
+    return option(None, "cpu, cuda, cuda:1, mps ... (default: cuda:LOCAL_RANK under torchrun / accelerate launch "
+                        "when CUDA is there, else cpu)")
+
+
+def device_map_option():
+    return option(None, "spread the model over devices with accelerate: auto (or balanced, sequential), or a JSON "
+                        "file mapping module names to a GPU index, 'cpu' or 'disk'", metavar="auto|FILE.json")
+
+
+def max_memory_option():
+    return option(None, "with --device-map auto: memory per device, as transformers' max_memory",
+                  metavar="0=20GiB,cpu=60GiB")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One command: its config dataclass (the flags are generated from it), the function that runs it,
+    and the function that turns its result into the lines the CLI prints."""
+
+    config: type
+    run: Callable[[Any, bool], Any]  # (config, progress) -> result
+    report: Callable[[Any, Any], str]  # (result, config) -> text ("" prints nothing)
+    help: str
+    description: str | None = None

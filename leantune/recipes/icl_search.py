@@ -1,0 +1,145 @@
+"""Recipe of ``leantune icl search``: load, choose examples, search, test the winner, write it all.
+
+Outputs in ``out``: ``run.json`` (the arguments; a different run in the same folder is refused),
+``candidates.jsonl`` (journal), ``summary.json``, ``edit.json``, ``heatmap.png``,
+``test_predictions.jsonl``. One search per folder at a time (a lock; ``wait_lock`` waits for the holder).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..options import build, option
+from ..svd import PAPER_RATES
+from .common import Recipe, TASK_HELP, device_map_option, device_option, dtype_option, max_memory_option
+
+
+@dataclass
+class SearchConfig:
+    model: str | None = option(None, "(required) hub id, local directory or alias", required=True)
+    task: str | None = option(None, TASK_HELP, required=True)
+    shots: int = option(4, "demonstrations per class (default 4)")
+    seed: int = option(0, "fixes the demonstrations and the sampled examples")
+    batch_size: int = option(16)
+    tokenizer: str | None = option(None, "tokenizer to use (default: the model's); 'gpt2-offline' = real GPT-2 BPE")
+    data_dir: str | None = option(None, "local data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
+    dtype: str = dtype_option()
+    device: str | None = device_option()
+    device_map: str | None = device_map_option()
+    max_memory: str | None = max_memory_option()
+    trust_remote_code: bool = option(False)
+    strategy: str = option("paper", "paper (Algorithm 1) | grid | greedy (default paper)")
+    modules: str | list = option("mlp,attn", "comma list of attn, mlp, all or logical matrices "
+                                             "(q, k, v, o, mlp_in, mlp_gate, mlp_out)")
+    layers: str = option("all", "all | last4 | 8-11 | 8:12 | 0,3,-1")
+    rates: str | list = option(",".join(f"{r:g}" for r in PAPER_RATES), "clipping rates xi in [0, 1)")
+    top_k: int = option(3, "paper strategy: layers ranked by condition number")
+    n_val: int = option(200, "validation examples carved from train")
+    n_test: int | None = option(500, "test examples (seeded sample of --split)")
+    split: str = option("validation", "split used as test (default validation)")
+    svd_dtype: str = option("float32", "float32 | float64")
+    evaluator: str = option("icl", "icl (causal LM) | classifier (sequence classification)")
+    max_length: int = option(128, "classifier evaluator: truncation length")
+    calibrate: bool = option(False, "contextual calibration in every evaluation")
+    dry_run: bool = option(False, "print the candidate count, a token estimate and the expected peak memory",
+                           recorded=False)
+    reuse_memory: str | None = option(None, "budget for the recorded hidden states of the layer-reuse path on the "
+                                            "model's devices, e.g. 200MB or 2GiB (default: no bound); identical "
+                                            "results", metavar="SIZE")
+    reuse_overflow: str = option("auto", "beyond --reuse-memory: cpu (keep them on the CPU) | recompute (from the "
+                                         "nearest recorded layer) | auto (cpu on an accelerator, recompute on the CPU)")
+    out: str = option("runs/search", "results; rerun to resume", metavar="DIR")
+    wait_lock: bool = option(False, "if another search holds --out, wait for it to finish instead of refusing",
+                             recorded=False)
+
+
+# run.json / summary's "config": this key order has been written since the first version (kept byte-stable)
+RECORD = ("model", "task", "strategy", "modules", "layers", "rates", "shots", "n_val", "n_test", "seed", "top_k",
+          "svd_dtype", "evaluator", "calibrate", "batch_size", "max_length", "tokenizer", "split", "data_dir", "dtype",
+          "device", "trust_remote_code", "out", "device_map", "max_memory", "reuse_memory", "reuse_overflow")
+
+
+def icl_search(model: str | SearchConfig | None = None, task: str | None = None, *, progress: bool = True,
+               **options) -> dict:
+    """Load ``model`` (a name) and its tokenizer, then :func:`~leantune.svd.api.search_svd` into ``out``.
+
+    Call it with a :class:`SearchConfig`, or with its fields as keywords (``icl_search("smollm2-135m", "sst2",
+    strategy="grid", layers="last4")``)."""
+    if isinstance(model, SearchConfig):
+        cfg = build(SearchConfig, model, **({"task": task} if task else {}), **options)
+    else:
+        cfg = build(SearchConfig, None, **{k: v for k, v in (("model", model), ("task", task)) if v is not None},
+                    **options)
+    if cfg.dry_run:  # writes nothing: no lock
+        return _search(cfg, progress)
+    from ..svd.runlock import search_lock
+
+    rank = int(os.environ.get("RANK", "0"))  # torchrun / accelerate set it; the search's own Dist agrees
+    with search_lock(Path(cfg.out), rank, wait=cfg.wait_lock):
+        return _search(cfg, progress)
+
+
+def _search(cfg: SearchConfig, progress: bool) -> dict:
+    from ..model_fit import check_vocab_fits, fit_max_length
+    from ..models import load_model, model_source, tokenizer_for
+    from ..svd.api import check_search_args, search_svd
+
+    rates = [float(r) for r in (cfg.rates.split(",") if isinstance(cfg.rates, str) else cfg.rates)]
+    modules = [m.strip() for m in (cfg.modules.split(",") if isinstance(cfg.modules, str) else cfg.modules)]
+    check_search_args(cfg.strategy, cfg.svd_dtype, cfg.evaluator, cfg.reuse_overflow)
+    record = {k: getattr(cfg, k) for k in RECORD}
+    record.update(modules=modules, rates=rates)
+    if isinstance(cfg.device_map, dict):
+        record["device_map"] = "custom"
+    head = "seq-cls" if cfg.evaluator == "classifier" else "causal-lm"
+    lm = load_model(cfg.model, head=head, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+                    device_map=cfg.device_map, max_memory=cfg.max_memory)
+    tok = tokenizer_for(cfg.model, cfg.tokenizer, cfg.trust_remote_code)
+    check_vocab_fits(tok, lm, cfg.model, cfg.tokenizer)
+    max_length = cfg.max_length
+    if cfg.evaluator == "classifier":
+        max_length = fit_max_length(max_length, lm)  # run.json keeps the value given, so reruns match
+        if lm.config.pad_token_id is None:  # a causal LM loaded as a classifier: batches need a pad id
+            lm.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    summary = search_svd(lm, tok, cfg.task, strategy=cfg.strategy, modules=modules, layers=cfg.layers, rates=rates,
+                         shots=cfg.shots, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.seed, top_k=cfg.top_k,
+                         svd_dtype=cfg.svd_dtype, evaluator=cfg.evaluator, calibrate=cfg.calibrate,
+                         batch_size=cfg.batch_size, max_length=max_length, split=cfg.split, data_dir=cfg.data_dir,
+                         out=None if cfg.dry_run else cfg.out, dry_run=cfg.dry_run, progress=progress, record=record,
+                         source=None if cfg.dry_run else model_source(cfg.model), reuse_memory=cfg.reuse_memory,
+                         reuse_overflow=cfg.reuse_overflow)
+    summary.pop("edit", None)  # the CLI's summary is summary.json's content; the edit is in edit.json
+    return summary
+
+
+CONFIG = SearchConfig
+
+
+def run(cfg: SearchConfig, progress: bool) -> dict:
+    return icl_search(cfg, progress=progress)
+
+
+def report(s: dict, cfg: SearchConfig) -> str:
+    if not s:  # a non-zero rank of a multi-process run: rank 0 reports
+        return ""
+    if s.get("dry_run"):
+        from ..svd.memory import describe
+
+        return (f"dry run ({s['strategy']}): {s['candidates_to_evaluate']} evaluations "
+                f"({s['candidates']} candidates incl. rate 0), {s['tokens_per_evaluation']} tokens per full "
+                f"evaluation, about {s['estimated_tokens']:,} layer-weighted tokens in all. {s['note']}\n"
+                + describe(s["memory"]))
+    edits = ", ".join(f"layer {e['layer']} {e['module']} xi={e['rate']:g}" for e in s["chosen_edits"]) or "none"
+    return "\n".join([
+        f"chosen edit: {edits}",
+        f"validation accuracy {s['validation']['before']:.4f} -> {s['validation']['after']:.4f} "
+        f"(n={s['validation']['n']}); test accuracy {s['test']['before']:.4f} -> {s['test']['after']:.4f} "
+        f"(n={s['test']['n']})",
+        f"{s['candidates']['evaluated_this_run']} candidates evaluated in {s['seconds']['search_this_run']:.1f}s; "
+        f"results: {cfg.out}/summary.json, edit.json, heatmap.png, candidates.jsonl"])
+
+
+COMMANDS = {("icl", "search"): Recipe(SearchConfig, run, report,
+                                      help="search SVD edits (layer, module, clipping rate) on validation")}

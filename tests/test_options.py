@@ -1,0 +1,85 @@
+"""One definition of every option: each command's flags, defaults and --config keys come from its dataclass."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, fields
+
+import pytest
+
+from leantune.cli import build_parser, main
+from leantune.errors import LeantuneError
+from leantune.options import add_flags, cli_fields, config_from_args, option, recorded
+from leantune.recipes import all_commands
+
+RUNTIME = {"help", "config", "quiet", "recipe", "parser"}  # flags every command has, not config fields
+
+
+def _subparser(words):
+    p = build_parser()
+    for w in words:
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = sub.choices[w]
+    return p
+
+
+@pytest.mark.parametrize("words", list(all_commands()), ids=" ".join)
+def test_flags_are_exactly_the_config_fields_with_their_defaults(words):
+    recipe = all_commands()[words]
+    parser = _subparser(words)
+    dests = {a.dest for a in parser._actions} - RUNTIME
+    names = {f.name for f in cli_fields(recipe.config)} - {"quiet"}
+    assert dests == names
+    defaults = recipe.config() if not any(f.metadata.get("required") for f in fields(recipe.config)) else None
+    args = parser.parse_args([])
+    for f in cli_fields(recipe.config):
+        if defaults is not None:
+            assert getattr(args, f.name) == getattr(defaults, f.name), f.name
+
+
+@dataclass
+class Toy:
+    name: str | None = option(None, "who", required=True)
+    count: int = option(3, "how many")
+    rates: str | list = option("0,0.5", "a list")
+    export: bool = option(True, "skip the export", off_flag="--no-export")
+    verbose: bool = option(False)
+    secret: str = option("x", cli=False)
+    dry: bool = option(False, recorded=False)
+
+
+def test_a_new_dataclass_field_is_a_flag_with_its_type_default_and_negation():
+    p = argparse.ArgumentParser()
+    add_flags(p, Toy)
+    cfg = config_from_args(Toy, p.parse_args(["--name", "a", "--count", "5", "--no-export", "--verbose"]))
+    assert cfg == Toy(name="a", count=5, rates="0,0.5", export=False, verbose=True)
+    assert "--secret" not in p.format_help()
+    assert "dry" not in recorded(cfg) and "count" in recorded(cfg)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--name", "a", "--count", "many"])  # argparse's type check (the CLI turns it into one line)
+    with pytest.raises(LeantuneError, match=r"missing --name \(give it on the command line or in --config\)"):
+        config_from_args(Toy, p.parse_args([]))
+
+
+def test_a_config_file_key_reaches_the_recipe_and_the_command_line_wins(tmp_path, monkeypatch):
+    seen = {}
+    recipe = all_commands()[("icl", "search")]
+
+    def fake_run(cfg, progress):
+        seen["cfg"], seen["progress"] = cfg, progress
+        return {}  # a non-zero rank's empty result: prints nothing
+
+    from dataclasses import replace
+
+    from leantune.recipes import icl_search
+
+    monkeypatch.setitem(icl_search.COMMANDS, ("icl", "search"), replace(recipe, run=fake_run))
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"model": "m", "task": "sst2", "top-k": 5, "n_val": 7, "wait_lock": True,
+                                "quiet": True}))
+    assert main(["icl", "search", "--config", str(conf), "--n-val", "9", "--out", str(tmp_path / "o")]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.model, cfg.task, cfg.top_k, cfg.n_val, cfg.wait_lock) == ("m", "sst2", 5, 9, True)
+    assert seen["progress"] is False
+
