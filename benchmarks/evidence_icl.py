@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -100,8 +101,44 @@ def run_unit(u, threads: int) -> dict:
     return {"unit": key(u), "model": model, "task": task, "seed": seed, "shots": shots, "part": part,
             "layers": LAYERS[part], "validation": s["validation"], "test": s["test"], "chosen": s["chosen_edits"],
             "paper_layer_choice": s.get("paper_layer_choice"), "candidates": candidates,
+            "test_detail": test_breakdown(out),
             "seconds": round(time.perf_counter() - t0, 1), "model_source": s.get("model_source"),
             "machine": machine()}
+
+
+def test_breakdown(out: Path) -> dict | None:
+    """From the unit's test_predictions.jsonl: the majority gold label's share (a constant predictor's accuracy),
+    the predicted-label shares before and after the edit, and an exact two-sided sign test on the examples
+    whose correctness changed (McNemar's exact test): was the test change more than noise?"""
+    path = out / "test_predictions.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    if not rows or "pred_before" not in rows[0]:
+        return None
+    n = len(rows)
+
+    def shares(key):
+        counts = {}
+        for r in rows:
+            counts[str(r[key])] = counts.get(str(r[key]), 0) + 1
+        return {k: round(v / n, 4) for k, v in sorted(counts.items())}
+
+    gained = sum(r["correct"] and not r["correct_before"] for r in rows)
+    lost = sum(r["correct_before"] and not r["correct"] for r in rows)
+    return {"n": n, "majority_share": max(shares("label").values()), "label_share": shares("label"),
+            "pred_share_before": shares("pred_before"), "pred_share_after": shares("pred"),
+            "gained": gained, "lost": lost, "sign_test_p": round(_sign_test(gained, lost), 4)}
+
+
+def _sign_test(a: int, b: int) -> float:
+    """Exact two-sided binomial test of a successes in a + b trials at p = 1/2."""
+    n = a + b
+    if n == 0:
+        return 1.0
+    k = min(a, b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def _mean_std(xs):
@@ -131,7 +168,7 @@ def summarize(rows: list[dict]) -> str:
             cells = [_mean_std([r["test"]["after"] for r in by_part[p]]) for p in ("paper", "deep", "shallow")]
             lines.append(f"| {task} | {','.join(map(str, sorted(befores)))} | {_mean_std(list(befores.values()))} | "
                          + " | ".join(cells) + " |")
-        lines += ["", _test_gain_table(mine), "", _claim_b_table(mine)]
+        lines += ["", _test_gain_table(mine), "", _test_detail_table(mine), "", _claim_b_table(mine)]
         if any(r["model"] == model and r["shots"] == FEW_SHOTS for r in rows):
             lines += ["", _shots_table(rows, model)]
         lines.append(f"\n![{model}: validation accuracy change by layer and rate](evidence/icl_heatmap_{model}.png)")
@@ -148,6 +185,25 @@ def _test_gain_table(rows) -> str:
         if ds:
             out.append(f"| {part} | {len(ds)} | {sum(d > 1e-9 for d in ds)} | {sum(abs(d) <= 1e-9 for d in ds)} | "
                        f"{sum(d < -1e-9 for d in ds)} | {statistics.mean(ds):+.3f} |")
+    return "\n".join(out)
+
+
+def _test_detail_table(rows) -> str:
+    """Is a test gain learning or a label-bias shift? The constant predictor's accuracy (majority share), what the
+    model predicts before and after, and the paired sign test on the examples that changed."""
+    out = ["Test detail per unit: majority-class share (what always answering the most frequent label scores), "
+           "the share of the most frequent prediction before -> after, and McNemar's exact test on the changed "
+           "examples (p < 0.05: the change is unlikely to be noise):", "",
+           "| unit | test before -> after | majority share | top prediction share before -> after | "
+           "gained / lost | sign-test p |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["task"], r["seed"], r["part"])):
+        d = r.get("test_detail")
+        if not d:
+            continue
+        top_b, top_a = max(d["pred_share_before"].values()), max(d["pred_share_after"].values())
+        out.append(f"| {r['task']} s{r['seed']} {r['part']} | {r['test']['before']:.3f} -> {r['test']['after']:.3f} | "
+                   f"{d['majority_share']:.3f} | {top_b:.2f} -> {top_a:.2f} | {d['gained']} / {d['lost']} | "
+                   f"{d['sign_test_p']:.3g} |")
     return "\n".join(out)
 
 
