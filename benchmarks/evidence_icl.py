@@ -203,8 +203,12 @@ def _test_detail_table(rows) -> str:
         top_b, top_a = max(d["pred_share_before"].values()), max(d["pred_share_after"].values())
         out.append(f"| {r['task']} s{r['seed']} {r['part']} | {r['test']['before']:.3f} -> {r['test']['after']:.3f} | "
                    f"{d['majority_share']:.3f} | {top_b:.2f} -> {top_a:.2f} | {d['gained']} / {d['lost']} | "
-                   f"{d['sign_test_p']:.3g} |")
+                   f"{_p(d['sign_test_p'])} |")
     return "\n".join(out)
+
+
+def _p(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"{p:.3g}"  # stored rounded to 4 decimals
 
 
 def _claim_b_table(rows) -> str:

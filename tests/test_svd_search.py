@@ -98,8 +98,9 @@ def test_two_processes_give_the_same_candidates_as_one(tiny4, tmp_path):
     common = ["--model", str(tiny4), "--task", "sst2", "--strategy", "grid", "--layers", "2-3", "--rates",
               "0,0.5,0.9,0.99", "--shots", "2", "--n-val", "30", "--n-test", "20", "--seed", "2", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29533", "-m", "leantune", "icl", "search", *common, "--out", str(tmp_path / "two")],
+    # --standalone: torchrun binds a free rendezvous port itself (a fixed port failed whenever another job held it)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "leantune", "icl", "search", *common, "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert main(["icl", "search", *common, "--out", str(tmp_path / "one")]) == 0
