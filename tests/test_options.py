@@ -83,3 +83,12 @@ def test_a_config_file_key_reaches_the_recipe_and_the_command_line_wins(tmp_path
     assert (cfg.model, cfg.task, cfg.top_k, cfg.n_val, cfg.wait_lock) == ("m", "sst2", 5, 9, True)
     assert seen["progress"] is False
 
+
+
+@pytest.mark.parametrize("argv", [["demo", "--device", "cuda:7"], ["lab", "train", "--device", "cuda:7"]],
+                         ids=["demo", "lab-train"])
+def test_demo_and_lab_take_a_device_checked_before_any_work(argv, tmp_path, capsys):
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("leantune: error: --device cuda:7") and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -28,6 +28,9 @@ from ..report import format_table
 class DemoConfig:
     out: str = option("runs/demo", "report folder (a rerun clears only what a demo wrote there)")
     quick: bool = option(False, "a tiny budget (seconds), for smoke tests")
+    device: str | None = option(None, "cpu | cuda | cuda:N for both halves (default: cpu, or the Trainer's choice)")
+    dtype: str = option("float32", "weights' dtype of the SVD half: float32 (default, the report's numbers) | "
+                                   "bfloat16 | float16 | auto")
 
 
 FT_CONFIGS = (("LoRA(QKV) lambda=1", "qkv", 1.0), ("LoRA(QV) lambda=4", "qv", 4.0))
@@ -37,7 +40,7 @@ FT_STEPS = 200
 SVD_MODEL, SVD_TASK, SVD_SHOTS, SVD_N_VAL, SVD_N_TEST = "smollm2-135m", "sst2", 5, 100, 200
 
 
-def _finetune_part(out: Path, quick: bool, progress: bool) -> list[dict]:
+def _finetune_part(out: Path, quick: bool, progress: bool, device: str | None = None) -> list[dict]:
     from ..finetune.config import build_config
     from .finetune import finetune
 
@@ -46,7 +49,8 @@ def _finetune_part(out: Path, quick: bool, progress: bool) -> list[dict]:
         run = out / "finetune" / targets
         cfg = build_config(model="minilm", task="sst2", targets=targets, method="lora", rank=8, alpha=16,
                            lr=5e-4, v_lr_ratio=lam, max_steps=8 if quick else FT_STEPS, batch_size=16 if quick else 32,
-                           max_length=32 if quick else 64, seed=0, out=str(run), eval_every=4 if quick else 100)
+                           max_length=32 if quick else 64, seed=0, out=str(run), eval_every=4 if quick else 100,
+                           device=device)
         t0 = time.perf_counter()
         m = finetune(cfg)
         rows.append({"config": label, "targets": targets, "lambda": lam, "dev_accuracy": m["eval"].get("accuracy"),
@@ -57,17 +61,17 @@ def _finetune_part(out: Path, quick: bool, progress: bool) -> list[dict]:
     return rows
 
 
-def _svd_part(out: Path, quick: bool, progress: bool) -> dict:
+def _svd_part(out: Path, quick: bool, progress: bool, device: str | None = None, dtype: str = "float32") -> dict:
     from ..svd import PAPER_RATES
     from .icl_search import icl_search
 
     if quick:  # the same path on a sliver of the work: one layer, two rates, a handful of examples
         return icl_search(SVD_MODEL, SVD_TASK, strategy="grid", modules="mlp,attn", layers="last1", rates=(0.0, 0.9),
-                          shots=1, n_val=8, n_test=8, seed=0, batch_size=8, dtype="float32",
-                          out=str(out / "svd_search"), progress=progress)
+                          shots=1, n_val=8, n_test=8, seed=0, batch_size=8, dtype=dtype,
+                          device=device, out=str(out / "svd_search"), progress=progress)
     return icl_search(SVD_MODEL, SVD_TASK, strategy="grid", modules="mlp,attn", layers="last4", rates=PAPER_RATES,
-                      shots=SVD_SHOTS, n_val=SVD_N_VAL, n_test=SVD_N_TEST, seed=0, batch_size=16, dtype="float32",
-                      out=str(out / "svd_search"), progress=progress)
+                      shots=SVD_SHOTS, n_val=SVD_N_VAL, n_test=SVD_N_TEST, seed=0, batch_size=16, dtype=dtype,
+                      device=device, out=str(out / "svd_search"), progress=progress)
 
 
 MARKER = ".leantune-demo"  # written into every demo folder: the only kind of folder a rerun may clear
@@ -102,16 +106,17 @@ def prepare_out_dir(out: Path) -> None:
         raise LeantuneError(f"--out {out}: cannot create the folder ({e.strerror}); choose a writable path") from e
 
 
-def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True) -> Path:
+def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True, device: str | None = None,
+         dtype: str = "float32") -> Path:
     out = Path(out)
     prepare_out_dir(out)
     t0 = time.perf_counter()
     if progress:
         print("(a) train less: MiniLM on SST-2, LoRA(QKV) lambda=1 vs LoRA(QV) lambda=4", flush=True)
-    ft = _finetune_part(out, quick, progress)
+    ft = _finetune_part(out, quick, progress, device)
     if progress:
         print(f"(b) keep less: SVD search for ICL on {SVD_MODEL} (real pretrained weights), task {SVD_TASK}", flush=True)
-    svd = _svd_part(out, quick, progress)
+    svd = _svd_part(out, quick, progress, device, dtype)
     seconds = time.perf_counter() - t0
     results = {"finetune": ft, "svd_search": svd, "seconds": seconds, "quick": quick}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -174,7 +179,7 @@ CONFIG = DemoConfig
 
 
 def run(cfg: DemoConfig, progress: bool) -> Path:
-    return demo(cfg.out, quick=cfg.quick, progress=progress)
+    return demo(cfg.out, quick=cfg.quick, progress=progress, device=cfg.device, dtype=cfg.dtype)
 
 
 def report(path: Path, cfg: DemoConfig) -> str:

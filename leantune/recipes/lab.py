@@ -16,6 +16,8 @@ class LabTrainCommand:
     monitor: int = option(0, "every N steps, log 4-shot ICL accuracy on 8 held-out instances (costs a few "
                              "seconds)", metavar="N")
     eval_instances: int = option(48, "held-out task instances in the shots table")
+    device: str = option(LabTrainConfig.device, "cpu (default: the committed checkpoint is trained on CPU) | cuda | "
+                                                "cuda:N")
     # Never the packaged checkpoint: a training run must not overwrite the installed library's files.
     out: str = option("runs/lab", "checkpoint folder (default: runs/lab under the current directory; the packaged "
                                   "lab-icl checkpoint is never written)")
@@ -24,7 +26,7 @@ class LabTrainCommand:
 def run_train(cfg: LabTrainCommand, progress: bool) -> dict:
     from ..lab.train import train
 
-    return train(LabTrainConfig(seed=cfg.seed, steps=cfg.steps), cfg.out, progress=progress,
+    return train(LabTrainConfig(seed=cfg.seed, steps=cfg.steps, device=cfg.device), cfg.out, progress=progress,
                  eval_instances=cfg.eval_instances, monitor=cfg.monitor)
 
 
