@@ -62,6 +62,15 @@ def _sub_argv(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     return rest
 
 
+def _quiet_libraries() -> None:
+    """--quiet also silences the bars transformers and huggingface_hub draw on every load, save and download."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = sys.argv[1:] if argv is None else argv
@@ -77,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)  # options and output locations, after --config is merged, before any work
         recipe = args.recipe
         cfg = config_from_args(recipe.config, args)
+        if args.quiet:
+            _quiet_libraries()
         text = recipe.report(recipe.run(cfg, not args.quiet), cfg)
         if text:
             print(text)

@@ -92,3 +92,17 @@ def test_demo_and_lab_take_a_device_checked_before_any_work(argv, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("leantune: error: --device cuda:7") and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_quiet_also_silences_the_loading_bars_of_transformers(capsys):
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    try:
+        assert main(["icl", "eval", "--model", "lab-icl", "--task", "lab:1", "--shots", "1", "--n-eval", "4",
+                     "--quiet"]) == 0
+        captured = capsys.readouterr()
+        assert "accuracy" in captured.out and "Loading weights" not in captured.err and captured.err == ""
+    finally:
+        hf_logging.enable_progress_bar()  # process-wide state: leave it as other tests expect it
+        enable_progress_bars()
