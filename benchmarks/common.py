@@ -89,3 +89,18 @@ def save(name: str, data: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def replace_block(doc: Path, name: str, text: str) -> bool:
+    """Put ``text`` between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` in ``doc`` (a page that quotes a
+    generated table keeps quoting the current one). False when the page has no such markers."""
+    if not doc.is_file():
+        return False
+    page = doc.read_text(encoding="utf-8")
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    if begin not in page or end not in page:
+        return False
+    head, rest = page.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}", encoding="utf-8")
+    return True

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, append_jsonl, machine, read_jsonl
+from common import RESULTS, append_jsonl, machine, read_jsonl, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 JOURNAL = RESULTS / "evidence_finetune.jsonl"
@@ -256,6 +256,7 @@ def main() -> int:
     md = summarize(read_rows(), lr_grid)
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "finetune_tables.md").write_text(md)
+    replace_block(ROOT / "docs" / "evidence.md", "finetune_tables", md)  # the page quotes the current tables
     print(f"summary: {DOCS / 'finetune_tables.md'}")
     return 0
 

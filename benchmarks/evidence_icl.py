@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, append_jsonl, machine, read_jsonl
+from common import RESULTS, append_jsonl, machine, read_jsonl, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 JOURNAL = RESULTS / "evidence_icl.jsonl"
@@ -305,6 +305,7 @@ def main() -> int:
     rows = read_rows()
     md = summarize(rows)
     (DOCS / "icl_tables.md").write_text(md)
+    replace_block(ROOT / "docs" / "evidence.md", "icl_tables", md)  # the page quotes the current tables
     print(f"summary: {DOCS / 'icl_tables.md'} ({len(rows)} units)")
     return 0
 

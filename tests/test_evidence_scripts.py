@@ -1,0 +1,100 @@
+"""The evidence scripts resume without redoing finished units and rebuild their tables from the JSONL alone."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import evidence_finetune as ft  # noqa: E402
+import evidence_icl as icl  # noqa: E402
+from common import replace_block  # noqa: E402
+
+
+def test_sign_test_is_the_exact_binomial():
+    assert icl._sign_test(0, 0) == 1.0
+    assert icl._sign_test(9, 1) == pytest.approx(2 * (1 + 10) / 1024)  # P(X <= 1) of Bin(10, 1/2), two-sided
+    assert icl._sign_test(5, 5) == 1.0
+
+
+def test_test_breakdown_separates_a_label_shift_from_learning(tmp_path):
+    # the "edit" turns an all-0 predictor into an all-1 predictor on a 3:1 task: accuracy 0.25 -> 0.75
+    rows = [{"label": y, "pred": 1, "correct": y == 1, "pred_before": 0, "correct_before": y == 0}
+            for y in (1, 1, 1, 0) * 5]
+    (tmp_path / "test_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    d = icl.test_breakdown(tmp_path)
+    assert d["majority_share"] == 0.75  # the constant predictor scores what the edit reached
+    assert d["pred_share_before"] == {"0": 1.0} and d["pred_share_after"] == {"1": 1.0}
+    assert (d["gained"], d["lost"]) == (15, 5)
+
+
+def _icl_row(task, part, seed=0, before=0.5, after=0.6):
+    return {"unit": f"m/{task}/k5-s{seed}/{part}", "model": icl.MODELS[0], "task": task, "seed": seed, "shots": 5,
+            "part": part, "validation": {"before": 0.5, "after": 0.55, "n": 100},
+            "test": {"before": before, "after": after, "n": 200}, "chosen": [],
+            "candidates": [{"layer": 29, "module": "mlp", "rate": 0.5, "val_accuracy": 0.55}],
+            "test_detail": {"n": 200, "majority_share": 0.6, "pred_share_before": {"0": 0.5, "1": 0.5},
+                            "pred_share_after": {"0": 0.4, "1": 0.6}, "gained": 30, "lost": 10,
+                            "sign_test_p": 0.0022}}
+
+
+def test_icl_resume_skips_finished_units_and_keeps_the_priority_order():
+    models, tasks, seeds, parts = list(icl.MODELS), list(icl.TASKS), [0, 1, 2], list(icl.PARTS)
+    everything = icl.units(models, tasks, seeds, parts)
+    assert len(everything) == len(set(everything))  # no unit twice
+    assert len(everything) == len(models) * len(tasks) * len(seeds) * len(parts) + 2 * len(icl.FEW_SHOT_TASKS)
+    cheap_first = [u for u in everything if u[0] == models[0] and u[2] == 0][:2 * len(tasks)]
+    assert {u[4] for u in cheap_first} == {"deep", "paper"}  # deep and paper on every task before any shallow
+    done = {icl.key(u) for u in everything[:5]}
+    todo = [u for u in everything if icl.key(u) not in done]
+    assert todo[0] == everything[5]
+
+
+def test_icl_summary_is_built_from_the_rows_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(icl, "DOCS", tmp_path)
+    md = icl.summarize([_icl_row("sst2", "deep"), _icl_row("sst2", "paper", after=0.5),
+                        _icl_row("rte", "shallow", before=0.6, after=0.55)])
+    assert "| sst2 | 0 | 0.500 | 0.500 | 0.600 | - |" in md
+    assert "| deep | 1 | 1 | 0 | 0 | +0.100 |" in md
+    assert "| sst2 s0 deep | 0.500 -> 0.600 | 0.600 | 0.50 -> 0.60 | 30 / 10 | 0.0022 |" in md
+    assert (tmp_path / f"icl_heatmap_{icl.MODELS[0]}.png").is_file()
+
+
+def _ft_row(config, lr, seed=0, task="sst2", score=0.8):
+    return {"run": ft.run_key("minilm", task, config, lr, seed), "model": "minilm", "task": task, "config": config,
+            "lr": lr, "seed": seed, "score": score, "metric": "accuracy",
+            "curve": [{"step": 50, "score": score - 0.1}, {"step": 600, "score": score}],
+            "trainable_params": 10, "artifact_bytes": 1000, "peak_rss_mb": 900.0, "step_time_s_median": 0.5}
+
+
+def test_finetune_plan_selects_lrs_first_then_resumes_the_grid():
+    grid = {"lora": [5e-4, 2e-3], "full": [1e-4, 5e-4], "full_ft": [5e-5, 2e-4]}
+    first = ft.plan(["minilm"], ["sst2"], [0], grid, [])
+    assert [u[2] for u in first[:4]] == ["lora/qv_l1"] * 2 + ["full/qv_l1"] * 2  # the lr selections
+    rows = [_ft_row("lora/qv_l1", 5e-4, score=0.84), _ft_row("lora/qv_l1", 2e-3, score=0.87),
+            _ft_row("full/qv_l1", 1e-4), _ft_row("full/qv_l1", 5e-4)]
+    todo = ft.plan(["minilm"], ["sst2"], [0], grid, rows)
+    assert todo[0] == ("minilm", "sst2", "lora/qv_l2", 2e-3, 0)  # LoRA grid at the chosen lr, qv_l1 already done
+    assert all(u[3] == 2e-3 for u in todo if u[2].startswith("lora/"))
+    rows.append(_ft_row(todo[0][2], 2e-3))
+    assert ft.plan(["minilm"], ["sst2"], [0], grid, rows)[0] == todo[1]
+
+
+def test_finetune_summary_quotes_the_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(ft, "DOCS", tmp_path)
+    grid = {"lora": [5e-4, 2e-3], "full": [1e-4, 5e-4], "full_ft": [5e-5, 2e-4]}
+    rows = [_ft_row("lora/qv_l1", 5e-4, score=0.84), _ft_row("lora/qv_l1", 2e-3, score=0.87),
+            _ft_row("lora/qv_l4", 2e-3, score=0.86)]
+    md = ft.summarize(rows, grid)
+    assert "'lora': 0.002" in md and "| lora/qv_l4 | 1 | 86.00 |" in md
+
+
+def test_replace_block_updates_only_between_the_markers(tmp_path):
+    page = tmp_path / "p.md"
+    page.write_text("intro\n<!-- BEGIN t -->\nold\n<!-- END t -->\nverdict\n")
+    assert replace_block(page, "t", "new table\n")
+    assert page.read_text() == "intro\n<!-- BEGIN t -->\nnew table\n<!-- END t -->\nverdict\n"
+    assert not replace_block(page, "other", "x")
