@@ -113,3 +113,33 @@ def test_demo_smoke_path_writes_the_report(tmp_path):
     svd = results["svd_search"]  # the keep-less half runs on the real SmolLM2 weights, and says where they came from
     assert svd["model"] == "smollm2-135m" and svd["model_source"]["gguf"]["quantization"] == "Q4_1"
     assert "dequantized" in text
+
+
+def test_study_runs_the_search_engine_and_equals_full_evaluations(tmp_path):
+    """`lab study` evaluates its grid through the SVD search (layer reuse); every accuracy is the pooled
+    accuracy of a full forward of the edited model."""
+    from leantune.arch import get_arch
+    from leantune.icl.evaluator import ICLEvaluator, PooledEvaluator
+    from leantune.icl.splits import make_icl_data
+    from leantune.lab.study import study
+    from leantune.models import load_model, load_tokenizer
+    from leantune.svd.edits import Edit, edited
+    from leantune.svd.lowrank import SVDCache
+    from leantune.tasks import get_task
+
+    r = study("lab-icl", shots=(1,), seeds=(0,), instances=2, rates=(0.0, 0.9), out=str(tmp_path), progress=False)
+    assert (tmp_path / "lab_study.json").is_file() and (tmp_path / "lab_study.png").stat().st_size > 1000
+    model, tok = load_model("lab-icl", head="causal-lm"), load_tokenizer("lab-icl")
+    arch = get_arch(model)
+    assert len(r["results"]) == arch.num_layers * 2 * 2 and len(r["mean"]) == len(r["results"])
+    evs = []
+    for i in range(2):
+        task = get_task(f"lab:{i}")
+        data = make_icl_data(task, 1, None, None, seed=i, test_split="validation")
+        evs.append(ICLEvaluator(tok, task, data.demos, data.test, batch_size=64))
+    pooled, cache = PooledEvaluator(evs), SVDCache(arch, torch.float64)
+    got = {(x["layer"], x["module"], x["rate"]): x["val_accuracy"] for x in r["results"]}
+    assert got[(0, "mlp", 0.0)] == pooled.evaluate(model).metrics["accuracy"]
+    for layer, module in ((arch.num_layers - 1, "mlp"), (1, "attn")):
+        with edited(arch, [Edit(layer, module, 0.9)], cache):
+            assert got[(layer, module, 0.9)] == pooled.evaluate(model).metrics["accuracy"]

@@ -150,10 +150,20 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(cycles)
 
 
+def test_svd_uses_only_the_public_icl_api():
+    """Scoring from a recorded layer is a mode of the icl engine: svd asks an evaluator for it
+    (``Evaluator.layer_reuse``) and never reaches into the scorer's internals."""
+    graph = imports(modules())
+    public = {"leantune.icl", "leantune.icl.evaluator", "leantune.icl.splits", "leantune.icl.api"}
+    bad = [f"{mod} imports {dep}" for mod, deps in graph.items() if mod.startswith("leantune.svd.")
+           and layer_of(mod)[1] == "engines" for dep in deps if dep.startswith("leantune.icl") and dep not in public]
+    assert not bad, "\n".join(sorted(bad))
+
+
 def test_the_checker_sees_lazy_and_relative_imports():
     graph = imports(modules())
     assert "leantune.svd.api" in graph["leantune.recipes.icl_eval"]  # inside a function, relative
-    assert "leantune.icl.scoring" in graph["leantune.svd.reuse"]
+    assert "leantune.icl.scoring" in graph["leantune.icl.layer_reuse"]
     assert "leantune.finetune.api" in graph["leantune"]  # `from .finetune import api as module`
 
 

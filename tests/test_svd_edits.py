@@ -9,7 +9,7 @@ from leantune.icl.scoring import prepare, score
 from leantune.models import gpt2_tokenizer_offline
 from leantune.svd.edits import Edit, apply_edits, edited, module_matrices
 from leantune.svd.lowrank import SVDCache, rank_for
-from leantune.svd.reuse import LayerReuseRunner
+from leantune.icl.layer_reuse import LayerReuseScorer
 from tiny import tiny_input, tiny_model
 
 TOK = gpt2_tokenizer_offline()
@@ -86,7 +86,7 @@ def test_layer_reuse_scores_equal_full_forward_of_edited_model(family):
     prefix = "text: good fun\nsentiment : positive\n\ntext: awful\nsentiment : negative\n\n"
     queries = [f"text: example number {i} {'!' * i}\nsentiment :" for i in range(7)]
     plan = prepare(TOK, prefix, queries, [[" positive", " negative", " so so"]] * 7)
-    runner = LayerReuseRunner(model, arch, plan, batch_size=3, layers={1})
+    runner = LayerReuseScorer(model, arch, plan, batch_size=3, layers={1})
     base = runner.record_baseline()
     torch.testing.assert_close(torch.tensor(base.logprobs), torch.tensor(score(model, plan, 3).logprobs),
                                atol=1e-5, rtol=0)

@@ -182,3 +182,20 @@ def test_edit_for_another_model_is_refused(tiny4, tmp_path, capsys):
     assert main(["icl", "eval", "--model", str(other), "--task", "sst2", "--shots", "1", "--n-eval", "4",
                  "--edit", str(tmp_path / "edit.json"), "--quiet"]) == 2
     assert "was made for" in capsys.readouterr().err
+
+
+def test_calibrated_search_baseline_equals_the_evaluation_of_the_unedited_model():
+    """The baseline candidate comes from the evaluator's layer reuse (recorded once); with --calibrate its
+    content-free prompt is scored too (it once reused the baseline's own scores in its place)."""
+    from leantune import load_model, load_tokenizer, search_svd
+    from leantune.icl.evaluator import ICLEvaluator
+    from leantune.icl.splits import make_icl_data
+    from leantune.tasks import get_task
+
+    model, tok = load_model("lab-icl", head="causal-lm"), load_tokenizer("lab-icl")
+    s = search_svd(model, tok, "lab:1", strategy="grid", modules="mlp", layers="1,2", rates=(0.5,), shots=1,
+                   n_val=24, n_test=8, seed=3, calibrate=True)
+    task = get_task("lab:1")
+    data = make_icl_data(task, 1, 24, 8, 3, "default", test_split="validation")
+    direct = ICLEvaluator(tok, task, data.demos, data.val, calibrate=True).evaluate(model).metrics
+    assert s["validation"]["before"] == direct["accuracy"]

@@ -13,7 +13,7 @@ from .discover import discover
 from .families import FAMILIES, Family
 from .refused import REFUSED
 from .matrix import LogicalMatrix, is_conv1d
-from .parts import head_modules, head_parameters
+from .parts import unwrap, head_modules, head_parameters
 
 ATTN = ("q", "k", "v", "o")
 MLP = ("mlp_in", "mlp_gate", "mlp_out")
@@ -21,12 +21,6 @@ ALL_MATRICES = ATTN + MLP
 
 __all__ = ["ArchMap", "LogicalMatrix", "get_arch", "ATTN", "MLP", "ALL_MATRICES", "FAMILIES", "REFUSED", "is_conv1d",
            "head_modules", "head_parameters"]
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    # PEFT wraps the transformers model; the map always describes the transformers model inside.
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 def _get(root: nn.Module, path: str) -> nn.Module:
@@ -104,7 +98,7 @@ class ArchMap:
 
 def get_arch(model: nn.Module) -> ArchMap:
     """The architecture map of a transformers model (or a PEFT model wrapping one)."""
-    model = _unwrap(model)
+    model = unwrap(model)
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type is None:

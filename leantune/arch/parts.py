@@ -11,14 +11,16 @@ from __future__ import annotations
 from torch import nn
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (the model itself otherwise): the map and the head
+    always describe the transformers model."""
     get_base = getattr(model, "get_base_model", None)  # PEFT wrapper -> transformers model
     return get_base() if callable(get_base) else model
 
 
 def head_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Top-level modules that sit beside ``model.base_model`` and own parameters, by name."""
-    model = _unwrap(model)
+    model = unwrap(model)
     base = model.base_model
     if base is model:
         return {}
@@ -35,7 +37,7 @@ def head_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Parameters of the task head, by their name in ``model`` (tied base parameters excluded)."""
-    model = _unwrap(model)
+    model = unwrap(model)
     base_params = {id(p) for p in model.base_model.parameters()}
     out = {}
     for prefix, mod in head_modules(model).items():

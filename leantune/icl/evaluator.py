@@ -1,8 +1,18 @@
 """Evaluators: model -> metrics on a fixed set of examples.
 
-The SVD search only needs ``evaluate(model) -> EvalResult`` with an ``accuracy`` metric, so it runs
-on ICL accuracy of a causal LM (:class:`ICLEvaluator`) or on the accuracy of a sequence
-classifier such as a fine-tuned MiniLM (:class:`ClassifierEvaluator`) alike.
+The protocol (:class:`Evaluator`) is what the SVD search asks of an evaluator, so it runs on ICL
+accuracy of a causal LM (:class:`ICLEvaluator`), on the accuracy of a sequence classifier such as a
+fine-tuned MiniLM (:class:`ClassifierEvaluator`), or on several evaluators pooled
+(:class:`PooledEvaluator`) alike:
+
+* ``evaluate(model) -> EvalResult`` with the metrics ``accuracy``, ``correct``, ``n`` and
+  ``tokens_processed``, and one prediction record (``pred``) per example;
+* ``layer_reuse(model, arch, layers, ...) -> LayerReuse | None``: the evaluation of models that differ
+  from ``model`` (as it is now) only in layers >= l, one of ``layers``, computing only those layers
+  (:class:`LayerReuse`); ``None`` where the evaluator cannot (``reuses_layers`` False), and the search
+  then evaluates in full;
+* for the search's dry run, which runs no model: ``tokens_per_evaluation`` and
+  ``estimate_memory(model, arch, recorded_layers, ...)``.
 """
 
 from __future__ import annotations
@@ -15,9 +25,10 @@ from typing import Protocol
 import torch
 
 from ..errors import LeantuneError
-from ..precision import check_finite_scores
+from ..precision import check_finite_scores, model_dtype
 from ..tasks import Task
-from .scoring import Plan, prepare, score
+from .layer_reuse import LayerReuseScorer, estimate_memory, hidden_size
+from .scoring import Plan, Scores, prepare, score
 
 CONTENT_FREE = "N/A"  # Zhao et al. 2021's content-free input
 SEPARATOR = "\n\n"  # between demonstrations, and between the last demonstration and the query
@@ -29,8 +40,43 @@ class EvalResult:
     predictions: list[dict] = field(default_factory=list)
 
 
+class LayerReuse(Protocol):
+    """Evaluations of a model that changes only in layers >= l after it was recorded (an SVD edit at l)."""
+
+    baseline: EvalResult  # the evaluation of the model as recorded (unedited)
+
+    def evaluate_from(self, layer: int, progress: bool = False) -> EvalResult:
+        """The evaluation of the model as it is now, which must equal the recorded one below ``layer``
+        (one of the layers given to ``layer_reuse``); the same result as ``evaluate(model)``."""
+        ...
+
+    def memory(self) -> dict:
+        """What the recorded states take (bytes on the model's devices and on the CPU, recorded layers)."""
+        ...
+
+
 class Evaluator(Protocol):
+    reuses_layers: bool  # whether layer_reuse returns a LayerReuse (the dry run's estimate needs to know)
+
+    @property
+    def tokens_per_evaluation(self) -> int:
+        """Tokens one full evaluation processes."""
+        ...
+
     def evaluate(self, model, progress: bool = False) -> EvalResult: ...
+
+    def estimate_memory(self, model, arch, recorded_layers: int, memory_budget: int | None = None,
+                        overflow: str = "auto") -> dict:
+        """Expected bytes of one evaluation (``kv_caches``, ``activations``) and of the states recorded for
+        layer reuse at ``recorded_layers`` layers (``recorded_states``, 0 where there is no reuse)."""
+        ...
+
+    def layer_reuse(self, model, arch, layers: set[int], memory_budget: int | None = None,
+                    overflow: str = "auto") -> LayerReuse | None:
+        """Record what the evaluation of ``model`` (unedited) needs to start from any of ``layers``;
+        ``None`` if this evaluator cannot. ``memory_budget`` (bytes) / ``overflow`` (auto | cpu |
+        recompute) bound the recorded states kept on the model's devices, never changing results."""
+        ...
 
 
 def per_class(task: Task, labels: list[int], preds: list[int]) -> dict:
@@ -77,23 +123,43 @@ class ICLEvaluator:
             self.calibration_plan = prepare(tokenizer, self.prefix, [task.render_context(blank)],
                                             [task.continuations(blank)])
 
+    reuses_layers = True
+
     @property
     def num_rows(self) -> int:
         return len(self.plan.rows)
 
-    def evaluate(self, model, progress: bool = False, runner=None) -> EvalResult:
-        """``runner(model, plan, batch_size)`` may replace :func:`score` (the SVD search's layer reuse)."""
+    @property
+    def tokens_per_evaluation(self) -> int:
+        p = len(self.plan.prefix_ids)  # the demonstrations once, then each row's own tokens
+        return p + sum(len(r) - p for r in self.plan.rows)
+
+    def estimate_memory(self, model, arch, recorded_layers: int, memory_budget: int | None = None,
+                        overflow: str = "auto") -> dict:
+        return estimate_memory(model, arch, self.plan, self.batch_size, recorded_layers, memory_budget, overflow)
+
+    def evaluate(self, model, progress: bool = False) -> EvalResult:
         from tqdm.auto import tqdm
 
-        run = runner or (lambda m, plan, bs, bar=None: score(m, plan, bs, progress=bar))
         t0 = time.perf_counter()
         with tqdm(total=self.num_rows, desc="icl eval", unit="row", disable=not progress, leave=False) as bar:
-            scores = run(model, self.plan, self.batch_size, bar)
+            scores = score(model, self.plan, self.batch_size, progress=bar)
+        return self.result(model, scores, t0)
+
+    def layer_reuse(self, model, arch, layers: set[int], memory_budget: int | None = None,
+                    overflow: str = "auto") -> "ICLLayerReuse":
+        """Scoring from a recorded layer (:mod:`leantune.icl.layer_reuse`); runs the unedited model once."""
+        return ICLLayerReuse(self, model, arch, layers, memory_budget, overflow)
+
+    def result(self, model, scores: Scores, t0: float) -> EvalResult:
+        """Metrics and predictions from the scores of :attr:`plan` on ``model`` (``t0``: when scoring began).
+
+        The calibration prompt (one row) is always scored in full on ``model`` as it is now."""
         check_finite_scores(scores.logprobs, model)  # a float16 overflow is an error, never a NaN accuracy
         tokens = scores.tokens_processed
         cf = None
         if self.calibration_plan is not None:
-            cal = run(model, self.calibration_plan, 1, None)
+            cal = score(model, self.calibration_plan, 1)
             check_finite_scores(cal.logprobs, model)
             tokens += cal.tokens_processed
             cf = torch.log_softmax(torch.tensor(cal.logprobs[0]), 0)
@@ -122,6 +188,92 @@ class ICLEvaluator:
         return EvalResult(metrics, records)
 
 
+class ICLLayerReuse:
+    """:meth:`ICLEvaluator.layer_reuse`: its evaluation from a recorded layer (see :class:`LayerReuse`)."""
+
+    def __init__(self, evaluator: ICLEvaluator, model, arch, layers: set[int], memory_budget: int | None = None,
+                 overflow: str = "auto"):
+        self.evaluator, self.model = evaluator, model
+        t0 = time.perf_counter()
+        self.scorer = LayerReuseScorer(model, arch, evaluator.plan, evaluator.batch_size, layers, memory_budget,
+                                       overflow)
+        self.baseline = evaluator.result(model, self.scorer.record_baseline(), t0)
+
+    def evaluate_from(self, layer: int, progress: bool = False) -> EvalResult:
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        with tqdm(total=self.evaluator.num_rows, desc="icl eval", unit="row", disable=not progress,
+                  leave=False) as bar:
+            scores = self.scorer.score_from(layer, bar)
+        return self.evaluator.result(self.model, scores, t0)
+
+    def memory(self) -> dict:
+        return self.scorer.memory()
+
+
+class PooledEvaluator:
+    """Several evaluators as one (e.g. task instances, each with its own demonstrations): their examples
+    pooled, accuracy = all correct / all examples. A memory budget for layer reuse is shared evenly."""
+
+    def __init__(self, evaluators: list):
+        if not evaluators:
+            raise LeantuneError("nothing to pool: no evaluators")
+        self.evaluators = list(evaluators)
+        self.reuses_layers = all(ev.reuses_layers for ev in self.evaluators)
+
+    @property
+    def tokens_per_evaluation(self) -> int:
+        return sum(ev.tokens_per_evaluation for ev in self.evaluators)
+
+    def evaluate(self, model, progress: bool = False) -> EvalResult:
+        return pool_results([ev.evaluate(model, progress) for ev in self.evaluators])
+
+    def estimate_memory(self, model, arch, recorded_layers: int, memory_budget: int | None = None,
+                        overflow: str = "auto") -> dict:
+        """One evaluator runs at a time (the largest counts); every one keeps its recorded states."""
+        share = None if memory_budget is None else memory_budget // len(self.evaluators)
+        parts = [ev.estimate_memory(model, arch, recorded_layers, share, overflow) for ev in self.evaluators]
+        out = {k: max(m[k] for m in parts) for k in ("kv_caches", "activations")}
+        for k in ("recorded_states", "recorded_states_per_layer", "recorded_states_on_cpu"):
+            if any(k in m for m in parts):
+                out[k] = sum(m.get(k, 0) for m in parts)
+        return out
+
+    def layer_reuse(self, model, arch, layers: set[int], memory_budget: int | None = None,
+                    overflow: str = "auto") -> "PooledLayerReuse | None":
+        share = None if memory_budget is None else memory_budget // len(self.evaluators)
+        parts = [ev.layer_reuse(model, arch, layers, share, overflow) for ev in self.evaluators]
+        return None if any(p is None for p in parts) else PooledLayerReuse(parts)
+
+
+class PooledLayerReuse:
+    """:meth:`PooledEvaluator.layer_reuse`: the layer reuse of every pooled evaluator."""
+
+    def __init__(self, parts: list[LayerReuse]):
+        self.parts = parts
+        self.baseline = pool_results([p.baseline for p in parts])
+
+    def evaluate_from(self, layer: int, progress: bool = False) -> EvalResult:
+        return pool_results([p.evaluate_from(layer, progress) for p in self.parts])
+
+    def memory(self) -> dict:
+        mems = [p.memory() for p in self.parts]
+        return {"device": sum(m["device"] for m in mems), "cpu": sum(m["cpu"] for m in mems),
+                "recorded_layers": sorted({x for m in mems for x in m["recorded_layers"]}),
+                "on_cpu": sorted({x for m in mems for x in m["on_cpu"]}), "overflow": mems[0]["overflow"],
+                "per_layer": sum(m["per_layer"] for m in mems)}
+
+
+def pool_results(results: list[EvalResult]) -> EvalResult:
+    """One result for the examples of all ``results``: counts and tokens summed, predictions in order."""
+    correct, n = sum(r.metrics["correct"] for r in results), sum(r.metrics["n"] for r in results)
+    return EvalResult({"accuracy": correct / n, "n": n, "correct": correct,
+                       "tokens_processed": sum(r.metrics["tokens_processed"] for r in results),
+                       "seconds": sum(r.metrics["seconds"] for r in results)},
+                      [p for r in results for p in r.predictions])
+
+
 class ClassifierEvaluator:
     """Accuracy of a sequence-classification model (e.g. a fine-tuned MiniLM) on labelled records."""
 
@@ -133,8 +285,28 @@ class ClassifierEvaluator:
         self.encodings = [tokenizer(*zip(*texts[i:i + batch_size]), truncation=True, max_length=max_length,
                                     padding=True, return_tensors="pt") for i in range(0, len(texts), batch_size)]
 
+    reuses_layers = False
+
+    @property
+    def tokens_per_evaluation(self) -> int:
+        return sum(int(e["attention_mask"].sum()) for e in self.encodings)
+
+    def estimate_memory(self, model, arch, recorded_layers: int, memory_budget: int | None = None,
+                        overflow: str = "auto") -> dict:
+        """No prefix, no KV cache, no recorded states: the activations of the largest batch."""
+        enc = max(self.encodings, key=lambda e: e["input_ids"].numel())
+        b, w = enc["input_ids"].shape
+        return {"activations": 4 * b * w * hidden_size(model) * model_dtype(model).itemsize, "kv_caches": 0,
+                "recorded_states": 0}
+
+    def layer_reuse(self, model, arch, layers: set[int], memory_budget: int | None = None,
+                    overflow: str = "auto") -> None:
+        """None: a classifier scores short inputs without a shared prefix in one pass each; nothing is
+        recorded (the search evaluates every candidate in full)."""
+        return None
+
     @torch.no_grad()
-    def evaluate(self, model, progress: bool = False, runner=None) -> EvalResult:
+    def evaluate(self, model, progress: bool = False) -> EvalResult:
         t0 = time.perf_counter()
         from ..precision import input_device
 

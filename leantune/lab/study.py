@@ -3,6 +3,9 @@
 For every layer's MLP and attention, validation accuracy against the clipping rate xi, at two shot
 counts, over several seeds. A seed is one draw of demonstrations (and validation examples) for each
 of ``instances`` held-out task instances; accuracy is pooled over the instances.
+
+Each (shots, seed) is one grid search of the SVD engine (:class:`~leantune.svd.search.Search`, kept in
+memory), so candidates get its layer reuse: layers below an edit are not recomputed.
 """
 
 from __future__ import annotations
@@ -14,31 +17,19 @@ import torch
 
 from ..arch import get_arch
 from ..runinfo import versions, write_json
-from ..svd.edits import Edit, edited
+from ..svd.edits import Edit
+from ..svd.journal import MemoryJournal
 from ..svd.lowrank import SVDCache
+from ..svd.search import Search, candidate_key
 
 RATES = (0.0, 0.1, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995)
-
-
-class PooledEvaluator:
-    """Accuracy pooled over several (task instance, demonstrations, examples) evaluators."""
-
-    def __init__(self, evaluators):
-        self.evaluators = evaluators
-
-    def accuracy(self, model) -> float:
-        correct = n = 0
-        for ev in self.evaluators:
-            m = ev.evaluate(model).metrics
-            correct, n = correct + m["correct"], n + m["n"]
-        return correct / n
 
 
 def study(model_name: str = "lab-icl", shots=(1, 4), seeds=(0, 1, 2), instances: int = 8, rates=RATES,
           out: str = "docs/lab", progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
-    from ..icl.evaluator import ICLEvaluator
+    from ..icl.evaluator import ICLEvaluator, PooledEvaluator
     from ..icl.splits import make_icl_data
     from ..models import load_model, load_tokenizer
     from ..tasks import get_task
@@ -48,9 +39,9 @@ def study(model_name: str = "lab-icl", shots=(1, 4), seeds=(0, 1, 2), instances:
     arch = get_arch(model)
     cache = SVDCache(arch, torch.float64)
     modules = ("mlp", "attn")
+    layers = list(range(arch.num_layers))
     results = []
-    total = len(shots) * len(seeds) * (1 + arch.num_layers * len(modules) * (len(rates) - 1))
-    bar = tqdm(total=total, desc="lab study", disable=not progress)
+    bar = tqdm(total=len(shots) * len(seeds), desc="lab study", unit="search", disable=not progress)
     for k in shots:
         for seed in seeds:
             evs = []
@@ -58,20 +49,17 @@ def study(model_name: str = "lab-icl", shots=(1, 4), seeds=(0, 1, 2), instances:
                 task = get_task(f"lab:{i}")
                 data = make_icl_data(task, k, None, None, seed=1000 * seed + i, test_split="validation")
                 evs.append(ICLEvaluator(tok, task, data.demos, data.test, batch_size=64))
-            pooled = PooledEvaluator(evs)
-            base = pooled.accuracy(model)
-            bar.update(1)
-            for layer in range(arch.num_layers):
+            # every (layer, module, rate), the unedited model for rate 0 (the grid strategy)
+            search = Search(model, arch, PooledEvaluator(evs), cache, MemoryJournal(), list(modules),
+                            progress=progress)
+            search.run("grid", layers, list(rates))
+            for layer in layers:
                 for module in modules:
                     for rate in rates:
-                        if rate == 0:
-                            acc = base
-                        else:
-                            with edited(arch, [Edit(layer, module, rate)], cache):
-                                acc = pooled.accuracy(model)
-                            bar.update(1)
+                        rec = search.state.results[candidate_key([Edit(layer, module, rate)])]
                         results.append({"shots_per_class": k, "seed": seed, "layer": layer, "module": module,
-                                        "rate": rate, "val_accuracy": acc})
+                                        "rate": rate, "val_accuracy": rec["val_accuracy"]})
+            bar.update(1)
     bar.close()
     summary = _summarize(results, shots, arch.num_layers, modules, rates)
     out_dir = Path(out)

@@ -18,7 +18,7 @@ from ..errors import LeantuneError
 from ..precision import model_dtype, parse_bytes
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import Edit, apply_edits, check_edit_fits, check_edit_schema, edit_record, edited, read_edit_file
-from .journal import Journal
+from .journal import Journal, MemoryJournal
 from .lowrank import SVDCache
 from .search import BASELINE, Dist, Search, candidate_key
 from .strategies import STRATEGIES, Strategy, check_grid, make_strategy, parse_layers
@@ -28,19 +28,6 @@ from . import PAPER_RATES  # re-exported: the paper rates are part of this API
 # Arguments that change what is computed: a rerun in the same folder must repeat them exactly.
 SEMANTIC = ("model", "task", "strategy", "modules", "layers", "rates", "shots", "n_val", "n_test", "seed", "top_k",
             "svd_dtype", "evaluator", "calibrate", "tokenizer", "split", "dtype", "max_length")
-
-
-class MemoryJournal:
-    """The journal of a search without an output folder: kept in memory only (nothing to resume)."""
-
-    def __init__(self):
-        self.records: dict[str, dict] = {}
-
-    def read_all(self) -> dict[str, dict]:
-        return dict(self.records)
-
-    def append(self, rec: dict) -> None:
-        self.records[rec["key"]] = rec
 
 
 def _dist() -> Dist:
@@ -197,7 +184,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                              "test": test_before.metrics["tokens_processed"] + test_after.metrics["tokens_processed"]},
         "paper_layer_choice": outcome.info, "examples": data.manifest(), "config": cfg,
         "model_source": source if source is not None else {"name": cfg["model"]}, "versions": versions(),
-        "memory": {"reuse": search.runner.memory() if search.runner is not None else None,
+        "memory": {"reuse": search.reuse.memory() if search.reuse is not None else None,
                    "dtype": str(model_dtype(model)).removeprefix("torch.")},
     }
     if out_dir is not None:
@@ -206,13 +193,11 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
 
 
 def _dry_run(strategy: Strategy, layers, modules, rates, num_layers, val_eval) -> dict:
-    plan = getattr(val_eval, "plan", None)
-    per_eval = (len(plan.prefix_ids) + sum(len(r) - len(plan.prefix_ids) for r in plan.rows)) if plan else \
-        sum(int(e["attention_mask"].sum()) for e in val_eval.encodings)
+    per_eval = val_eval.tokens_per_evaluation
     cand_layers = strategy.planned(layers, modules, rates)
-    # a candidate at layer l runs layers l..L-1 (the reuse path), i.e. (L - l) / L of a full pass
-    layer_tokens = sum(per_eval * (num_layers - l) / num_layers for l, _ in cand_layers) if plan else \
-        per_eval * len(cand_layers)
+    # with layer reuse a candidate at layer l runs layers l..L-1, i.e. (L - l) / L of a full pass
+    layer_tokens = sum(per_eval * (num_layers - l) / num_layers for l, _ in cand_layers) if val_eval.reuses_layers \
+        else per_eval * len(cand_layers)
     zero_rate = len(layers) * len(modules) if 0.0 in rates and strategy.name == "grid" else 0
     return {"dry_run": True, "strategy": strategy.name, "candidates": 1 + len(cand_layers) + zero_rate,
             "candidates_to_evaluate": 1 + len(cand_layers), "tokens_per_evaluation": per_eval,

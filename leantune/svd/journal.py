@@ -55,3 +55,16 @@ class Journal:
             f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+class MemoryJournal:
+    """The journal of a search without an output folder: kept in memory only (nothing to resume)."""
+
+    def __init__(self):
+        self.records: dict[str, dict] = {}
+
+    def read_all(self) -> dict[str, dict]:
+        return dict(self.records)
+
+    def append(self, rec: dict) -> None:
+        self.records[rec["key"]] = rec

@@ -1,8 +1,9 @@
 """The SVD search engine: evaluate candidate edits on validation, journaled, resumable, shardable.
 
 Each candidate is a list of :class:`Edit` (one for paper/grid, the kept ones plus one for greedy).
-The evaluator is anything with ``evaluate(model, runner=...)`` (ICL accuracy, or a classifier's);
-for ICL evaluators a :class:`LayerReuseRunner` makes a candidate at layer l run only layers l..L.
+The evaluator follows :class:`leantune.icl.evaluator.Evaluator` (ICL accuracy, a classifier's, or
+several pooled). Where it offers layer reuse (ICL: scoring from a recorded layer), a candidate whose
+shallowest edit is at layer l runs only layers l..L; otherwise every candidate is evaluated in full.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..arch import ArchMap
+from ..icl.evaluator import EvalResult, Evaluator, LayerReuse
 from .edits import Edit, edited
 from .journal import Journal
 from .lowrank import SVDCache
-from .reuse import LayerReuseRunner
 from .strategies import BASELINE, Outcome, Strategy, candidate_key, make_strategy, tie_key
 
 __all__ = ["BASELINE", "Dist", "Search", "SearchState", "candidate_key"]
@@ -50,35 +51,34 @@ class SearchState:
 
 
 class Search:
-    def __init__(self, model, arch: ArchMap, evaluator, cache: SVDCache, journal: Journal, modules: list[str],
+    def __init__(self, model, arch: ArchMap, evaluator: Evaluator, cache: SVDCache, journal: Journal, modules: list[str],
                  dist: Dist | None = None, progress: bool = True, reuse_memory: int | None = None,
                  reuse_overflow: str = "auto"):
         self.model, self.arch, self.evaluator, self.cache = model, arch, evaluator, cache
-        self.reuse_memory, self.reuse_overflow = reuse_memory, reuse_overflow  # see LayerReuseRunner
+        self.reuse_memory, self.reuse_overflow = reuse_memory, reuse_overflow  # see Evaluator.layer_reuse
         self.journal, self.modules = journal, modules
         self.dist = dist or Dist()
         self.progress = progress
         self.state = SearchState(results=journal.read_all())
-        self.runner: LayerReuseRunner | None = None
+        self.reuse: LayerReuse | None = None  # set by prepare_reuse where the evaluator offers it
 
     # --- evaluation of one candidate -------------------------------------------------------
     def prepare_reuse(self, layers: set[int]) -> None:
-        plan = getattr(self.evaluator, "plan", None)
-        if plan is not None:  # ICL evaluators: record what enters each candidate layer, once
-            self.runner = LayerReuseRunner(self.model, self.arch, plan, self.evaluator.batch_size, layers,
-                                           self.reuse_memory, self.reuse_overflow)
-            self.runner.record_baseline()
+        """Before the candidates at ``layers``: let the evaluator record the unedited model once (if it can)."""
+        self.reuse = self.evaluator.layer_reuse(self.model, self.arch, layers, self.reuse_memory, self.reuse_overflow)
+
+    def _evaluate_edited(self, live: list[Edit]) -> EvalResult:
+        if self.reuse is None:
+            return self.evaluator.evaluate(self.model)
+        if not live:
+            return self.reuse.baseline  # the unedited model, evaluated while recording
+        return self.reuse.evaluate_from(min(e.layer for e in live))  # layers below the shallowest edit: recorded
 
     def _evaluate(self, edits: list[Edit]) -> dict:
         t0 = time.perf_counter()
         live = [e for e in edits if e.rate > 0]
-        runner = None
-        if self.runner is not None and live:
-            runner = self.runner.runner_from(min(e.layer for e in live))
-        elif self.runner is not None:
-            runner = lambda model, plan, bs, bar=None: self.runner.baseline  # noqa: E731 (already computed)
         with edited(self.arch, live, self.cache):
-            res = self.evaluator.evaluate(self.model, runner=runner)
+            res = self._evaluate_edited(live)
         m = res.metrics
         rec = {"key": candidate_key(edits), "edits": [asdict(e) for e in live], "val_accuracy": m["accuracy"],
                "val_correct": m["correct"], "n_val": m["n"], "tokens_processed": m["tokens_processed"],

@@ -1,9 +1,10 @@
-"""Layer-prefix reuse for the SVD search.
+"""Scoring from a recorded layer: the scorer's mode for models that differ from a reference only in
+layers l and above (an SVD edit whose shallowest layer is l, for the SVD search).
 
-An edit whose shallowest layer is l leaves layers 0..l-1 untouched, so what enters layer l is the
-same as without the edit — for the demonstrations (prefix) and for every query batch. A baseline
-pass records those hidden states (and the prefix KV cache of the untouched layers) once; each
-candidate then runs only layers l..L: layers below l are swapped for a pass-through that returns the
+Such a change leaves layers 0..l-1 untouched, so what enters layer l is the same as on the reference
+model — for the demonstrations (prefix) and for every query batch. A baseline pass over the unedited
+model records those hidden states (and the prefix KV cache of the untouched layers) once; each later
+scoring then runs only layers l..L: layers below l are swapped for a pass-through that returns the
 recorded input of layer l. Embeddings, masks and rotary tables are still built by the model's own
 forward (cheap), so any family the scorer supports works unchanged.
 
@@ -24,9 +25,11 @@ from contextlib import contextmanager
 import torch
 
 from ..arch import ArchMap
-from ..icl.scoring import (Batch, Collector, Plan, Scores, check_context_length, forward_batch, forward_prefix,
-                           make_batches)
 from ..precision import input_device, model_dtype, module_device
+from .scoring import (Batch, Collector, Plan, Scores, check_context_length, forward_batch, forward_prefix, make_batches,
+                      score)
+
+OVERFLOWS = ("auto", "cpu", "recompute")
 
 
 def _hidden_arg(args, kwargs) -> torch.Tensor:
@@ -47,6 +50,15 @@ def state_bytes_per_layer(model, plan: Plan, batches: list[Batch]) -> int:
     return tokens * hidden_size(model) * model_dtype(model).itemsize
 
 
+def resolve_overflow(overflow: str, device: torch.device) -> str:
+    """``auto`` is ``recompute`` on the CPU (where "kept on the CPU" would save nothing), ``cpu`` elsewhere."""
+    if overflow not in OVERFLOWS:
+        raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}, got {overflow!r}")
+    if overflow == "auto":
+        return "recompute" if device.type == "cpu" else "cpu"
+    return overflow
+
+
 def choose_recorded(candidates: list[int], slots: int) -> list[int]:
     """``slots`` layers out of the sorted ``candidates``, evenly spread, shallowest first (a candidate
     without a recorded layer of its own starts from the nearest recorded one below it)."""
@@ -58,17 +70,22 @@ def choose_recorded(candidates: list[int], slots: int) -> list[int]:
     return sorted({candidates[int(i * step)] for i in range(slots)})
 
 
-class LayerReuseRunner:
+class LayerReuseScorer:
+    """Scores ``plan`` on ``model`` starting from any of ``layers``, with what entered them on the unedited model.
+
+    :meth:`record_baseline` runs first, on the unedited weights: it scores the plan in full and records
+    the inputs of the chosen layers. Afterwards, while the model differs from it only in layers >= l,
+    :meth:`score_from` (l) gives the same scores as :func:`~leantune.icl.scoring.score` of the changed
+    model, computing only layers l..L. ``memory_budget`` / ``overflow``: see the module docstring.
+    """
+
     def __init__(self, model, arch: ArchMap, plan: Plan, batch_size: int, layers: set[int],
                  memory_budget: int | None = None, overflow: str = "auto"):
         self.model, self.arch, self.plan = model, arch, plan
-        self.candidates = sorted(set(layers) - {0})
+        self.candidates = sorted(set(layers) - {0})  # layer 0's input is the embedding: nothing to skip
         self.batches = make_batches(plan, batch_size)
         self.device = input_device(model)
-        if overflow == "auto":
-            overflow = "recompute" if self.device.type == "cpu" else "cpu"
-        if overflow not in ("cpu", "recompute"):
-            raise ValueError(f"overflow must be cpu or recompute, got {overflow!r}")
+        overflow = resolve_overflow(overflow, self.device)
         self.per_layer_bytes = state_bytes_per_layer(model, plan, self.batches)
         slots = len(self.candidates) if memory_budget is None else int(memory_budget // max(self.per_layer_bytes, 1))
         self.overflow = overflow
@@ -150,8 +167,6 @@ class LayerReuseRunner:
             raise ValueError(f"layer {layer} is not a candidate layer; candidates: {self.candidates}")
         layer = max([r for r in self.layers if r <= layer], default=0)  # nearest recorded layer at or below
         if layer == 0:
-            from ..icl.scoring import score
-
             return score(self.model, self.plan, batches=self.batches, progress=progress)
         into = module_device(self.arch.layer_module(layer))  # the state moves to its layer's device
         holder: dict = {}
@@ -182,13 +197,33 @@ class LayerReuseRunner:
                 out["cpu" if layer in self.on_cpu else "device"] += t.numel() * t.element_size()
         return out
 
-    def runner_from(self, layer: int):
-        """A ``runner`` for :meth:`ICLEvaluator.evaluate` that reuses everything below ``layer``."""
-        return lambda model, plan, batch_size, bar=None: (
-            self.score_from(layer, bar) if plan is self.plan else _plain(model, plan, batch_size))
 
-
-def _plain(model, plan, batch_size):
-    from ..icl.scoring import score
-
-    return score(model, plan, batch_size)
+def estimate_memory(model, arch: ArchMap, plan: Plan, batch_size: int, recorded_layers: int,
+                    memory_budget: int | None = None, overflow: str = "auto") -> dict:
+    """Expected bytes of scoring ``plan`` with layer reuse over ``recorded_layers`` candidate layers (> 0):
+    KV caches (the demonstrations' prefix cache, a second one for the layers a candidate recomputes, and
+    one query batch on top of it), the largest batch's activations and kept logits, and the recorded
+    hidden states (bounded by ``memory_budget``; beyond it on the CPU or not recorded, per ``overflow``)."""
+    itemsize = model_dtype(model).itemsize
+    hidden = hidden_size(model)
+    batches = make_batches(plan, batch_size)
+    p = len(plan.prefix_ids)
+    kv = arch.matrix(0, "k").shape[0]  # kv heads x head_dim
+    per_token_kv = 2 * arch.num_layers * kv * itemsize
+    big = max(batches, key=lambda x: x.ids.numel())
+    b, w = big.ids.shape
+    out = {"kv_caches": 2 * p * per_token_kv + b * (p + w) * per_token_kv}
+    mlp = max([arch.matrix(0, n).shape[0] for n in arch.names if n.startswith("mlp")] + [hidden])
+    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 0
+    out["activations"] = (2 * b * w * (hidden + mlp) * itemsize + int(big.keep.sum()) * vocab * 4 * 2)
+    per_layer = state_bytes_per_layer(model, plan, batches)
+    device = input_device(model)
+    overflow = resolve_overflow(overflow, device)
+    slots = recorded_layers if memory_budget is None else min(recorded_layers, int(memory_budget // max(per_layer, 1)))
+    out["recorded_states"] = slots * per_layer
+    out["recorded_states_per_layer"] = per_layer
+    if overflow != "recompute" and slots < recorded_layers:
+        out["recorded_states_on_cpu"] = (recorded_layers - slots) * per_layer
+        if device.type == "cpu":  # a CPU-only run: "kept on the CPU" is the same memory
+            out["recorded_states"] += out.pop("recorded_states_on_cpu")
+    return out
