@@ -149,6 +149,32 @@ def test_reuse_memory_budget_gives_the_same_summary(models, unbounded, tmp_path)
             assert reuse["on_cpu"] == [1, 2, 3] and reuse["cpu"] == 3 * per_layer
 
 
+def test_svd_cache_bound_gives_the_same_search_and_is_counted_by_the_dry_run(models, unbounded, tmp_path):
+    free, free_dir = unbounded
+    s = icl_search(str(models["gpt2"]), out=str(tmp_path / "b"), svd_cache_memory="1", **SEARCH)  # keeps one entry
+    assert _same(s) == _same(free)
+    assert _journal(tmp_path / "b") == _journal(free_dir)
+    full = icl_search(str(models["gpt2"]), dry_run=True, out=str(tmp_path), **SEARCH)["memory"]
+    bound = icl_search(str(models["gpt2"]), dry_run=True, out=str(tmp_path), svd_cache_memory="1",
+                       **SEARCH)["memory"]
+    assert 0 < bound["svd_factors"] < full["svd_factors"]
+    assert full["peak"] - bound["peak"] == full["svd_factors"] - bound["svd_factors"]
+
+
+def test_svd_cache_evicts_least_recently_used_and_recomputes_identically(models):
+    import torch
+
+    from leantune.arch import get_arch
+    from leantune.svd.lowrank import SVDCache
+
+    arch = get_arch(load_model(str(models["gpt2"]), head="causal-lm"))
+    free, bound = SVDCache(arch), SVDCache(arch, max_bytes=1)
+    for layer, name in [(0, "q"), (1, "q"), (0, "q"), (1, "v")]:
+        for a, b in zip(free.factors(layer, name), bound.factors(layer, name)):
+            assert torch.equal(a, b)
+    assert len(bound._svd) == 1 and bound.computed == 4 and free.computed == 3
+
+
 def test_dry_run_prints_peak_memory_next_to_tokens(models, tmp_path, capsys):
     argv = ["icl", "search", "--model", str(models["gpt2"]), "--task", "sst2", "--shots", "2", "--n-val", "12",
             "--n-test", "8", "--strategy", "grid", "--layers", "all", "--dry-run", "--quiet", "--out", str(tmp_path),

@@ -50,6 +50,9 @@ class SearchConfig:
                                             "results", metavar="SIZE")
     reuse_overflow: str = option("auto", "beyond --reuse-memory: cpu (keep them on the CPU) | recompute (from the "
                                          "nearest recorded layer) | auto (cpu on an accelerator, recompute on the CPU)")
+    svd_cache_memory: str | None = option(None, "budget for the SVD factors kept between candidates, e.g. 500MB "
+                                                "(default: no bound); factors beyond it are recomputed when "
+                                                "needed, with identical results", metavar="SIZE")
     out: str = option("runs/search", "results; rerun to resume", metavar="DIR")
     wait_lock: bool = option(False, "if another search holds --out, wait for it to finish instead of refusing",
                              recorded=False)
@@ -58,7 +61,8 @@ class SearchConfig:
 # run.json / summary's "config": this key order has been written since the first version (kept byte-stable)
 RECORD = ("model", "task", "strategy", "modules", "layers", "rates", "shots", "n_val", "n_test", "seed", "top_k",
           "svd_dtype", "evaluator", "calibrate", "batch_size", "max_length", "tokenizer", "split", "data_dir", "dtype",
-          "device", "trust_remote_code", "out", "device_map", "max_memory", "reuse_memory", "reuse_overflow")
+          "device", "trust_remote_code", "out", "device_map", "max_memory", "reuse_memory", "reuse_overflow",
+          "svd_cache_memory")
 
 
 def icl_search(model: str | SearchConfig | None = None, task: str | None = None, *, progress: bool = True,
@@ -109,7 +113,7 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
                          batch_size=cfg.batch_size, max_length=max_length, split=cfg.split, data_dir=cfg.data_dir,
                          out=None if cfg.dry_run else cfg.out, dry_run=cfg.dry_run, progress=progress, record=record,
                          source=None if cfg.dry_run else model_source(cfg.model), reuse_memory=cfg.reuse_memory,
-                         reuse_overflow=cfg.reuse_overflow)
+                         reuse_overflow=cfg.reuse_overflow, svd_cache_memory=cfg.svd_cache_memory)
     summary.pop("edit", None)  # the CLI's summary is summary.json's content; the edit is in edit.json
     return summary
 

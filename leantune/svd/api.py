@@ -88,7 +88,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                batch_size: int = 16, max_length: int = 128, split: str = "validation", data_dir=None,
                out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
                record: dict | None = None, source: dict | None = None, reuse_memory: str | int | None = None,
-               reuse_overflow: str = "auto") -> dict:
+               reuse_overflow: str = "auto", svd_cache_memory: str | int | None = None) -> dict:
     """Search SVD edits of ``model`` (loaded, unedited) on a task's validation examples; test the winner.
 
     ``strategy``: a registered name (paper, grid, greedy, or your own) or a :class:`Strategy` instance.
@@ -103,7 +103,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     came from (``leantune.models.model_source(name)``; default: the model's ``name_or_path``).
     ``reuse_memory``: a budget ("2GB", bytes) for the hidden states recorded for layer reuse; states beyond
     it are kept on the CPU or recomputed from the nearest recorded layer (``reuse_overflow``: auto | cpu |
-    recompute), with identical results.
+    recompute), with identical results. ``svd_cache_memory``: a budget for the SVD factors kept between
+    candidates (default: no bound); factors beyond it are recomputed when needed, with identical results.
     """
     from ..icl.splits import make_icl_data
     from ..tasks import Task, resolve_task
@@ -133,7 +134,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         from .memory import search_memory
 
         mem = search_memory(model, arch, val_eval, strat.name, layer_list, modules, getattr(torch, svd_dtype).itemsize,
-                            budget, reuse_overflow)
+                            budget, reuse_overflow, parse_bytes(svd_cache_memory))
         return {**_dry_run(strat, layer_list, modules, rates, arch.num_layers, val_eval), "memory": mem}
 
     dist = _dist()
@@ -143,7 +144,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         journal = Journal(out_dir, dist.rank, dist.world)
     else:
         journal = MemoryJournal()
-    cache = SVDCache(arch, getattr(torch, svd_dtype))
+    cache = SVDCache(arch, getattr(torch, svd_dtype), max_bytes=parse_bytes(svd_cache_memory))
     search = Search(model, arch, val_eval, cache, journal, modules, dist, progress, reuse_memory=budget,
                     reuse_overflow=reuse_overflow)
     t0 = time.perf_counter()

@@ -8,6 +8,7 @@ the weights (so it is bit-identical to the original, not a float reconstruction 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 
@@ -28,20 +29,36 @@ def check_rate(rate: float) -> float:
 
 
 class SVDCache:
-    """U, S, Vh of each requested logical matrix (of the *original* weights), in ``dtype``."""
+    """U, S, Vh of each requested logical matrix (of the *original* weights), in ``dtype``.
 
-    def __init__(self, arch: ArchMap, dtype: torch.dtype = torch.float32):
-        self.arch, self.dtype = arch, dtype
-        self._svd: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    ``max_bytes`` bounds what is kept: least recently used factors are dropped and recomputed if asked for
+    again. The SVD of the same weights is deterministic, so a bound changes time, never results. Searches
+    visit candidates matrix by matrix, so a bound of one layer's factors costs almost nothing; unbounded,
+    a search over every layer of a 7B model would keep ~28 GB of float32 factors.
+    """
+
+    def __init__(self, arch: ArchMap, dtype: torch.dtype = torch.float32, max_bytes: int | None = None):
+        self.arch, self.dtype, self.max_bytes = arch, dtype, max_bytes
+        self._svd: OrderedDict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.computed = 0  # SVDs run (recomputations after eviction included)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for f in self._svd.values() for t in f)
 
     def factors(self, layer: int, name: str):
         key = (layer, name)
-        if key not in self._svd:
-            m = self.arch.matrix(layer, name)
-            with onloaded([m.module]):  # an offloaded layer's weights, for this read only
-                w = m.read()  # on the layer's device
-            # float32 (or float64) whatever the model's dtype; results are cast back when written
-            self._svd[key] = torch.linalg.svd(w.to(self.dtype), full_matrices=False)
+        if key in self._svd:
+            self._svd.move_to_end(key)
+            return self._svd[key]
+        m = self.arch.matrix(layer, name)
+        with onloaded([m.module]):  # an offloaded layer's weights, for this read only
+            w = m.read()  # on the layer's device
+        # float32 (or float64) whatever the model's dtype; results are cast back when written
+        self._svd[key] = torch.linalg.svd(w.to(self.dtype), full_matrices=False)
+        self.computed += 1
+        while self.max_bytes is not None and len(self._svd) > 1 and self.nbytes > self.max_bytes:
+            self._svd.popitem(last=False)  # the newest entry always stays, even alone above the bound
         return self._svd[key]
 
     def truncated(self, layer: int, name: str, rate: float) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -21,14 +21,18 @@ def _svd_bytes(shape, itemsize: int) -> int:
 
 
 def search_memory(model, arch: ArchMap, evaluator, strategy: str, layers: list[int], modules: list[str],
-                  svd_itemsize: int, reuse_memory: int | None = None, overflow: str = "auto") -> dict:
+                  svd_itemsize: int, reuse_memory: int | None = None, overflow: str = "auto",
+                  svd_cache_memory: int | None = None) -> dict:
     """Bytes per component and their sum (``peak``); the evaluation's part comes from the evaluator
     (``Evaluator.estimate_memory``; ``overflow`` as in :mod:`leantune.icl.layer_reuse`)."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     out = {"weights": weights}
     svd_layers = layers if strategy != "paper" else [max(layers)]  # paper: S only for ranking, factors for one
-    out["svd_factors"] = sum(_svd_bytes(arch.matrix(layer, name).shape, svd_itemsize)
-                             for layer in svd_layers for m in modules for name in module_matrices(arch, m))
+    sizes = [_svd_bytes(arch.matrix(layer, name).shape, svd_itemsize)
+             for layer in svd_layers for m in modules for name in module_matrices(arch, m)]
+    out["svd_factors"] = sum(sizes)
+    if svd_cache_memory is not None and sizes:  # the bound, plus the one entry that may exceed it alone
+        out["svd_factors"] = min(out["svd_factors"], svd_cache_memory + max(sizes))
     deep = [layer for layer in layers if layer > 0]  # layer 0 needs no recorded state
     # paper: one layer per module, chosen at run time (an upper bound); grid / greedy: every layer
     n_cand = min(len(modules), len(deep)) if strategy == "paper" else len(deep)
