@@ -9,7 +9,8 @@ The public API (documented with runnable examples in docs/api.md); names load on
 * in-context learning: :func:`evaluate_icl`
 * SVD edits: :func:`search_svd`, :func:`apply_edit`, :class:`Edit`; new search strategies:
   :class:`Strategy`, :class:`Outcome`, :func:`register_strategy`
-* foundations: :func:`load_model`, :func:`load_tokenizer`, :func:`get_arch`, :func:`get_task`,
+* foundations: :func:`load_model`, :func:`load_tokenizer`, :class:`SavedFormat` / :func:`register_format`
+  (new on-disk weight formats), :func:`get_arch`, :func:`get_task`,
   :func:`register_provider` (task families by name prefix)
 """
 
@@ -26,7 +27,7 @@ _ICL = ("evaluate_icl",)
 _SVD = ("search_svd", "apply_edit")
 _STRATEGIES = ("Strategy", "Outcome", "register_strategy")
 _EDITS = ("Edit",)
-_MODELS = ("load_model", "load_tokenizer")
+_MODELS = ("load_model", "load_tokenizer", "SavedFormat", "register_format")
 _ARCH = ("get_arch",)
 _TASKS = ("get_task", "register_provider")
 

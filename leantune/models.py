@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -19,15 +21,71 @@ from .aliases import ALIASES, resolve_alias
 
 HEADS = ("base", "causal-lm", "seq-cls", "masked-lm")
 
+
+@dataclass(frozen=True)
+class SavedFormat:
+    """A way weights can lie on disk. ``detect(path)`` says whether a local path is in this format; then
+    either ``to_pretrained(path)`` turns it into a folder ``from_pretrained`` reads (GGUF: converted once and
+    cached), or ``load(path, dtype, device)`` builds the model itself (factorized). Neither: the path is
+    already a save_pretrained folder. Formats are tried in registration order; aliases (``lab-icl``,
+    ``smollm2-135m``, ...) resolve to a path first, then go through the same list."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    to_pretrained: Callable[[Path, bool], Path] | None = None  # (path, progress) -> folder
+    load: Callable[..., object] | None = None  # (path, dtype=, device=) -> model
+
+
+FORMATS: list[SavedFormat] = []
+
+
+def register_format(fmt: SavedFormat, first: bool = False) -> SavedFormat:
+    """Add a saved format; ``first`` puts it before the built-in ones (it then wins any ambiguous path)."""
+    FORMATS.insert(0, fmt) if first else FORMATS.append(fmt)
+    return fmt
+
+
+def _gguf_to_pretrained(path: Path, progress: bool) -> Path:
+    from .gguf_source import find_gguf, materialize
+
+    return materialize(find_gguf(path), progress=progress)
+
+
+def _is_gguf(path: Path) -> bool:
+    from .gguf_source import find_gguf
+
+    return find_gguf(path) is not None
+
+
+def _is_factorized(path: Path) -> bool:
+    from .factorized import is_factorized
+
+    return path.is_dir() and is_factorized(path)
+
+
+def _load_factorized(path: Path, dtype: str = "auto", device: str | None = None):
+    from .factorized import load_factorized
+
+    return load_factorized(path, dtype=dtype, device=device)
+
+
+# the built-in formats; a plain save_pretrained folder (config.json + safetensors) needs no entry
+register_format(SavedFormat("gguf", _is_gguf, to_pretrained=_gguf_to_pretrained))  # llama.cpp files, dequantized
+register_format(SavedFormat("factorized", _is_factorized, load=_load_factorized))  # `icl apply --factorize`
+
+
+def saved_format(path: str | Path) -> SavedFormat | None:
+    p = Path(path)
+    return next((f for f in FORMATS if p.exists() and f.detect(p)), None)
+
 DTYPES = {"auto": "auto", "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 def resolve(name: str, progress: bool = True) -> str:
     """An alias, a local directory, a ``.gguf`` file (or a folder holding one) or a hub id -> what
-    ``from_pretrained`` should get. GGUF sources resolve to their cached safetensors copy."""
-    from .gguf_source import find_gguf, materialize
-
+    ``from_pretrained`` should get. Formats with a converter (GGUF) resolve to their converted copy; formats
+    with their own loader (factorized) resolve to themselves."""
     if name in ALIASES:
         where, _ = resolve_alias(name)
         if not Path(where).exists():
@@ -35,9 +93,9 @@ def resolve(name: str, progress: bool = True) -> str:
         name = where
     path = Path(name).expanduser()
     if path.exists():
-        gguf_file = find_gguf(path)
-        if gguf_file is not None:
-            return str(materialize(gguf_file, progress=progress))
+        fmt = saved_format(path)
+        if fmt is not None:
+            return str(fmt.to_pretrained(path, progress)) if fmt.to_pretrained else str(path)
         if not path.is_dir():
             raise LeantuneError(f"model path {name} is a file; pass the directory holding config.json and the weights, "
                                 "or a .gguf file")
@@ -106,10 +164,9 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     if dtype not in DTYPES:
         raise LeantuneError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     where = resolve(name)
-    from .factorized import is_factorized, load_factorized
-
-    if is_factorized(where):  # written by `leantune icl apply --factorize`
-        return load_factorized(where, dtype=dtype, device=default_device(device))
+    fmt = saved_format(where)
+    if fmt is not None and fmt.load is not None:  # e.g. factorized, written by `leantune icl apply --factorize`
+        return fmt.load(Path(where), dtype=dtype, device=default_device(device))
     config = load_config(name, trust_remote_code)
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]

@@ -49,3 +49,28 @@ def test_resolve_errors(tmp_path):
     with pytest.raises(LeantuneError, match="no config.json"):
         resolve(str(tmp_path))
     assert resolve("openai-community/gpt2") == "openai-community/gpt2"  # hub ids pass through
+
+
+def test_a_registered_saved_format_is_resolved_and_loaded_like_the_built_in_ones(tmp_path):
+    """A new on-disk format is one SavedFormat and a register_format line (here: a folder holding a pointer)."""
+    from pathlib import Path
+
+    from leantune.models import FORMATS, SavedFormat, register_format, saved_format
+
+    real = tmp_path / "real"
+    model = tiny_model("gpt2")
+    model.save_pretrained(real)
+    pointing = tmp_path / "pointing"
+    pointing.mkdir()
+    (pointing / "points-to.txt").write_text(str(real))
+    fmt = register_format(SavedFormat("pointer", lambda p: (p / "points-to.txt").is_file() if p.is_dir() else False,
+                                      to_pretrained=lambda p, progress: Path((p / "points-to.txt").read_text())))
+    try:
+        assert saved_format(pointing) is fmt and saved_format(real) is None
+        assert resolve(str(pointing)) == str(real)
+        loaded = load_model(str(pointing), head="causal-lm")
+        for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+            assert torch.equal(a, b)
+    finally:
+        FORMATS.remove(fmt)
+    assert [f.name for f in FORMATS] == ["gguf", "factorized"]
