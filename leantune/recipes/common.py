@@ -40,3 +40,21 @@ class Recipe:
     report: Callable[[Any, Any], str]  # (result, config) -> text ("" prints nothing)
     help: str
     description: str | None = None
+
+
+@dataclass
+class ICLCommon:
+    """The options every ICL command shares (``icl eval`` and ``icl search`` extend it)."""
+
+    model: str | None = option(None, "(required) hub id, local directory or alias", required=True)
+    task: str | None = option(None, TASK_HELP, required=True)
+    shots: int = option(4, "demonstrations per class (default 4)")
+    seed: int = option(0, "fixes the demonstrations and the sampled examples")
+    batch_size: int = option(16)
+    tokenizer: str | None = option(None, "tokenizer to use (default: the model's); 'gpt2-offline' = real GPT-2 BPE")
+    data_dir: str | None = option(None, "local data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
+    dtype: str = dtype_option()
+    device: str | None = device_option()
+    device_map: str | None = device_map_option()
+    max_memory: str | None = max_memory_option()
+    trust_remote_code: bool = option(False)

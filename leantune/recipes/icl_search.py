@@ -13,23 +13,11 @@ from pathlib import Path
 
 from ..options import build, option
 from ..svd import PAPER_RATES
-from .common import Recipe, TASK_HELP, device_map_option, device_option, dtype_option, max_memory_option
+from .common import ICLCommon, Recipe
 
 
 @dataclass
-class SearchConfig:
-    model: str | None = option(None, "(required) hub id, local directory or alias", required=True)
-    task: str | None = option(None, TASK_HELP, required=True)
-    shots: int = option(4, "demonstrations per class (default 4)")
-    seed: int = option(0, "fixes the demonstrations and the sampled examples")
-    batch_size: int = option(16)
-    tokenizer: str | None = option(None, "tokenizer to use (default: the model's); 'gpt2-offline' = real GPT-2 BPE")
-    data_dir: str | None = option(None, "local data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
-    dtype: str = dtype_option()
-    device: str | None = device_option()
-    device_map: str | None = device_map_option()
-    max_memory: str | None = max_memory_option()
-    trust_remote_code: bool = option(False)
+class SearchConfig(ICLCommon):
     strategy: str = option("paper", "paper (Algorithm 1) | grid | greedy (default paper)")
     modules: str | list = option("mlp,attn", "comma list of attn, mlp, all or logical matrices "
                                              "(q, k, v, o, mlp_in, mlp_gate, mlp_out)")
