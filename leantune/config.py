@@ -54,4 +54,6 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
         return args
     known = {a.dest for a in parser._actions} - {"help", "config"}
     parser.set_defaults(**config_values(args.config, known))
-    return parser.parse_args(argv)
+    # the subcommand's parser does not know which words chose it; keep them (command-specific checks need them)
+    words = {k: v for k, v in vars(args).items() if k in ("command", "icl_command", "lab_command")}
+    return parser.parse_args(argv, namespace=argparse.Namespace(**words))

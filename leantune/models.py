@@ -13,7 +13,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from .errors import LeantuneError
 
@@ -78,8 +77,7 @@ def saved_format(path: str | Path) -> SavedFormat | None:
     p = Path(path)
     return next((f for f in FORMATS if p.exists() and f.detect(p)), None)
 
-DTYPES = {"auto": "auto", "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+from .precision import DTYPES  # noqa: E402  (the names --dtype takes; re-exported here for callers)
 
 
 def resolve(name: str, progress: bool = True) -> str:

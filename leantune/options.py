@@ -81,14 +81,19 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                                 metavar=meta.get("metavar"), **common)
 
 
+def check_required(cfg) -> None:
+    """Required fields must be set (from the command line, ``--config`` or the library call)."""
+    missing = [f for f in fields(cfg) if f.metadata.get("required") and getattr(cfg, f.name) in (None, "")]
+    if missing:
+        names = [f.metadata.get("metavar") or f.name.upper() if f.metadata.get("positional") else flag(f.name)
+                 for f in missing]
+        raise LeantuneError(f"missing {', '.join(names)} (give it on the command line or in --config)")
+
+
 def config_from_args(cls: type, args: argparse.Namespace):
     """The config of one parsed command (``--config`` already merged by the CLI); required fields checked."""
-    values = {f.name: getattr(args, f.name) for f in cli_fields(cls) if hasattr(args, f.name)}
-    missing = [f.name for f in cli_fields(cls) if f.metadata.get("required") and values.get(f.name) in (None, "")]
-    if missing:
-        raise LeantuneError(f"missing {', '.join(flag(n) for n in missing)} (give it on the command line or in "
-                            "--config)")
-    cfg = cls(**values)
+    cfg = cls(**{f.name: getattr(args, f.name) for f in cli_fields(cls) if hasattr(args, f.name)})
+    check_required(cfg)
     return cfg.check() if hasattr(cfg, "check") else cfg
 
 
@@ -98,13 +103,14 @@ def recorded(cfg) -> dict:
 
 
 def build(cls: type, config=None, **overrides):
-    """``config`` (an instance, or None for the defaults) with ``overrides`` applied: the library's entry."""
+    """``config`` (an instance, or None for the defaults) with ``overrides`` applied: the library's entry
+    (required fields checked as on the command line)."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise TypeError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    if config is None:
-        return cls(**overrides)
     from dataclasses import replace
 
-    return replace(config, **overrides)
+    cfg = cls(**overrides) if config is None else replace(config, **overrides)
+    check_required(cfg)
+    return cfg

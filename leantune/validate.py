@@ -107,6 +107,31 @@ class Device:
             raise LeantuneError(f"{flag(dest)} mps is not available on this machine; use cpu")
 
 
+@dataclass(frozen=True)
+class Dtype:
+    """A weights' dtype name that --dtype takes (checked before loading anything or clearing a folder)."""
+
+    def check(self, dest: str, v) -> None:
+        from .precision import DTYPES
+
+        if v not in DTYPES:
+            raise LeantuneError(f"{flag(dest)}: unknown dtype '{v}'; choose one of {', '.join(DTYPES)}")
+
+
+@dataclass(frozen=True)
+class Size:
+    """A memory size such as 200MB, 1.5GiB or 4096 (bytes)."""
+
+    def check(self, dest: str, v) -> None:
+        from .precision import parse_bytes
+
+        try:
+            parse_bytes(v)
+        except LeantuneError:
+            raise LeantuneError(f"{flag(dest)} {v!r} is not a size; write e.g. 200MB, 1.5GiB or 4096 (bytes)") \
+                from None
+
+
 COUNT = Number(int, 0)           # 0 allowed (e.g. zero-shot)
 AT_LEAST_1 = Number(int, 1)
 POSITIVE = Number(float, 0, low_open=True)
@@ -124,7 +149,8 @@ RULES = {
     "log_every": AT_LEAST_1, "max_train_samples": AT_LEAST_1, "max_eval_samples": AT_LEAST_1,
     "steps": AT_LEAST_1, "monitor": COUNT, "eval_instances": AT_LEAST_1, "seeds": AT_LEAST_1,
     "instances": AT_LEAST_1, "grad_accum": AT_LEAST_1,
-    "rates": NumberList(FRACTION, "0,0.5,0.9,0.99"), "device": Device(),
+    "rates": NumberList(FRACTION, "0,0.5,0.9,0.99"), "device": Device(), "dtype": Dtype(),
+    "reuse_memory": Size(), "svd_cache_memory": Size(),
 }
 # where one name means something else in one command
 COMMAND_RULES = {

@@ -106,3 +106,42 @@ def test_quiet_also_silences_the_loading_bars_of_transformers(capsys):
     finally:
         hf_logging.enable_progress_bar()  # process-wide state: leave it as other tests expect it
         enable_progress_bars()
+
+
+def test_command_specific_rules_and_output_checks_hold_under_config(tmp_path, capsys):
+    """--config re-parses with the subcommand's parser; the command words (and so its own rules) survive."""
+    conf = tmp_path / "c.yaml"
+    conf.write_text("seeds: 1\n")
+    from leantune.validate import command_of
+    from leantune.config import apply_config
+
+    parser = _subparser(("lab", "study"))
+    args = build_parser().parse_args(["lab", "study", "--config", str(conf)])
+    merged = apply_config(parser, args, ["--config", str(conf)])
+    assert command_of(merged) == "lab study" and merged.seeds == 1 and merged.shots == "1,4"
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("keep")
+    conf.write_text(f"model: m\ntask: sst2\nout: {a_file}\n")
+    assert main(["icl", "eval", "--config", str(conf)]) == 2
+    assert "is an existing file" in capsys.readouterr().err and a_file.read_text() == "keep"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--dtype", "bf32"], "--dtype: unknown dtype 'bf32'; choose one of auto, float32"),
+    (["icl", "search", "--model", "m", "--task", "sst2", "--svd-cache-memory", "lots"],
+     "--svd-cache-memory 'lots' is not a size"),
+    (["icl", "search", "--model", "m", "--task", "sst2", "--reuse-memory", "2XB"], "--reuse-memory '2XB' is not a size"),
+    (["inspect"], "missing MODEL"),
+])
+def test_bad_values_of_new_options_stop_before_any_work(argv, message, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(argv + (["--out", str(out)] if argv[0] != "inspect" else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_library_calls_check_required_fields_too():
+    from leantune.recipes.icl_search import icl_search
+
+    with pytest.raises(LeantuneError, match="missing --model"):
+        icl_search(task="sst2")

@@ -114,6 +114,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
     check_search_args(strategy, svd_dtype, evaluator, reuse_overflow)
     budget = parse_bytes(reuse_memory)
+    factor_budget = parse_bytes(svd_cache_memory)  # read before anything is loaded or written
     task_obj = task if isinstance(task, Task) else resolve_task(task)
     cfg = record if record is not None else dict(
         model=getattr(model.config, "_name_or_path", ""), task=task_obj.name, strategy=strategy_name,
@@ -134,7 +135,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         from .memory import search_memory
 
         mem = search_memory(model, arch, val_eval, strat.name, layer_list, modules, getattr(torch, svd_dtype).itemsize,
-                            budget, reuse_overflow, parse_bytes(svd_cache_memory))
+                            budget, reuse_overflow, factor_budget)
         return {**_dry_run(strat, layer_list, modules, rates, arch.num_layers, val_eval), "memory": mem}
 
     dist = _dist()
@@ -144,7 +145,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         journal = Journal(out_dir, dist.rank, dist.world)
     else:
         journal = MemoryJournal()
-    cache = SVDCache(arch, getattr(torch, svd_dtype), max_bytes=parse_bytes(svd_cache_memory))
+    cache = SVDCache(arch, getattr(torch, svd_dtype), max_bytes=factor_budget)
     search = Search(model, arch, val_eval, cache, journal, modules, dist, progress, reuse_memory=budget,
                     reuse_overflow=reuse_overflow)
     t0 = time.perf_counter()
