@@ -77,7 +77,10 @@ def test_finetune_plan_selects_lrs_first_then_resumes_the_grid():
     rows = [_ft_row("lora/qv_l1", 5e-4, score=0.84), _ft_row("lora/qv_l1", 2e-3, score=0.87),
             _ft_row("full/qv_l1", 1e-4), _ft_row("full/qv_l1", 5e-4)]
     todo = ft.plan(["minilm"], ["sst2"], [0], grid, rows)
-    assert todo[0] == ("minilm", "sst2", "lora/qv_l2", 2e-3, 0)  # LoRA grid at the chosen lr, qv_l1 already done
+    assert todo[0] == ("minilm", "sst2", "lora/qkv_l1", 2e-3, 0)  # LoRA grid at the chosen lr, qv_l1 already done
+    seeds = ft.plan(["minilm"], ["sst2", "rte"], [0, 1], grid, rows)
+    assert [u[4] for u in seeds if u[1] == "sst2" and u[2].startswith("lora/")] == [0] * 6 + [1] * 7
+    assert seeds.index(("minilm", "rte", "lora/qv_l1", 2e-3, 0)) > seeds.index(("minilm", "sst2", "lora/qv_l8", 2e-3, 1))
     assert all(u[3] == 2e-3 for u in todo if u[2].startswith("lora/"))
     rows.append(_ft_row(todo[0][2], 2e-3))
     assert ft.plan(["minilm"], ["sst2"], [0], grid, rows)[0] == todo[1]
