@@ -13,10 +13,12 @@ library call ``Config()`` agree. This module is in the base layer: engines may d
 from __future__ import annotations
 
 import argparse
+import types
 import typing
 from dataclasses import MISSING, Field, field, fields
 
 from .errors import LeantuneError
+from .outputs import flag  # "--" + name with dashes: the one spelling of a flag in every message
 
 
 def option(default=None, help: str = "", *, choices=None, metavar: str | None = None, required: bool = False,
@@ -36,10 +38,6 @@ def option(default=None, help: str = "", *, choices=None, metavar: str | None = 
     return field(default=default, metadata=meta)
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _default(f: Field):
     if f.default is not MISSING:
         return f.default
@@ -48,11 +46,10 @@ def _default(f: Field):
     return None
 
 
-def _scalar_type(cls: type, f: Field):
-    """int / float / str / bool of a field, ``X | None`` unwrapped; lists are given as comma-separated text."""
-    t = typing.get_type_hints(cls)[f.name]
+def _scalar_type(t):
+    """int / float / str / bool of an annotation, ``X | None`` unwrapped; lists are given as comma-separated text."""
     args = [a for a in typing.get_args(t) if a is not type(None)]
-    if typing.get_origin(t) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+    if typing.get_origin(t) in (typing.Union, types.UnionType) and args:
         t = args[0]
     if typing.get_origin(t) in (list, tuple) or t in (list, tuple):
         return str
@@ -65,9 +62,10 @@ def cli_fields(cls: type) -> list[Field]:
 
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per field of ``cls`` (in field order), with the dataclass defaults as the parser's."""
+    hints = typing.get_type_hints(cls)  # once per class: resolving annotations is the costly part
     for f in cli_fields(cls):
         meta, default = f.metadata, _default(f)
-        kind = _scalar_type(cls, f)
+        kind = _scalar_type(hints[f.name])
         common = {"help": meta.get("help", "")}
         if meta.get("positional"):
             parser.add_argument(f.name, nargs="?", default=default, metavar=meta.get("metavar") or f.name.upper(),
