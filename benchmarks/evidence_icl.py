@@ -9,6 +9,14 @@ Each unit runs ``leantune.recipes.icl_search.icl_search`` (itself journaled: a k
 JSON line to ``benchmarks/results/evidence_icl.jsonl`` (commit it as it grows); finished units are never
 redone. ``--summary-only`` rebuilds every table and plot from that file without computing anything.
 
+Both selections per unit, from one run: the search runs with the guarded selection (the default, ranked by
+accuracy), whose winner is the paper's plain winner; the winner is always scored on test, so the row holds the
+paper's result (``plain``), the guard's decision (``guard``) and the calibration control (``calibration``).
+Units finished before the guard existed get the same fields from ``--reselect``: their recorded winner
+(re-derived from the row's candidates with the search's own tie-breaking) is searched alone against the
+unedited model (baseline + that one candidate), which gives exactly the guard's inputs at a few evaluations'
+cost, appended to ``benchmarks/results/evidence_icl_guard.jsonl``.
+
     nice -n 10 .venv/bin/python benchmarks/evidence_icl.py                 # everything, in priority order
     .venv/bin/python benchmarks/evidence_icl.py --models smollm2-135m --seeds 0 --parts deep,paper
     .venv/bin/python benchmarks/evidence_icl.py --summary-only             # tables -> docs/evidence/
@@ -18,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -26,8 +33,11 @@ from pathlib import Path
 
 from common import RESULTS, append_jsonl, machine, read_jsonl, replace_block
 
+from leantune.stats import mcnemar_exact  # one definition of the statistics, the engines' own
+
 ROOT = Path(__file__).resolve().parents[1]
 JOURNAL = RESULTS / "evidence_icl.jsonl"
+GUARD_JOURNAL = RESULTS / "evidence_icl_guard.jsonl"  # the guard's re-read of units finished before it existed
 DOCS = ROOT / "docs" / "evidence"
 MODELS = ("smollm2-135m", "gemma3-270m")
 TASKS = ("sst2", "rte", "cb", "copa", "mrpc", "emoc", "agnews")
@@ -88,7 +98,7 @@ def run_unit(u, threads: int) -> dict:
     t0 = time.perf_counter()
     s = icl_search(model, task, strategy="grid" if part != "paper" else "paper", modules="mlp,attn",
                    layers=LAYERS[part], rates=RATES, shots=shots, n_val=N_VAL, n_test=n_test, seed=seed, top_k=3,
-                   dtype="float32", batch_size=16, out=str(out), progress=False)
+                   dtype="float32", batch_size=16, out=str(out), progress=False, guard="on", select="accuracy")
     candidates = []
     for line in (out / "candidates.jsonl").read_text().splitlines():
         try:
@@ -101,9 +111,81 @@ def run_unit(u, threads: int) -> dict:
     return {"unit": key(u), "model": model, "task": task, "seed": seed, "shots": shots, "part": part,
             "layers": LAYERS[part], "validation": s["validation"], "test": s["test"], "chosen": s["chosen_edits"],
             "paper_layer_choice": s.get("paper_layer_choice"), "candidates": candidates,
-            "test_detail": test_breakdown(out),
+            "test_detail": test_breakdown(out), **guard_fields(s),
             "seconds": round(time.perf_counter() - t0, 1), "model_source": s.get("model_source"),
             "machine": machine()}
+
+
+def _brief(st: dict) -> dict:
+    return {k: st[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "majority_rate", "top_prediction",
+                               "top_prediction_share")}
+
+
+def guard_fields(s: dict) -> dict:
+    """From an icl_search summary: the paper's plain result, the guard's decision, the calibration control."""
+    sel, test = s["selection"], s["test"]
+    win = test.get("winner") or ({"accuracy": test["after"], "stats": test["stats"]} if sel["winner"] else None)
+    plain = {"winner": sel["winner"], "val_after": sel["winner_validation"],
+             "test_after": win["accuracy"] if win else test["before"],
+             "test_change": win["stats"]["change"] if win else None,
+             "test_after_stats": _brief(win["stats"]["after"]) if win else None}
+    conf = sel.get("confirmation")
+    guard = {"adopted": sel["adopted"], "reason": sel["reason"], "alpha": sel["confirm_alpha"],
+             "label_shift": sel.get("label_shift"),
+             "confirmation": None if conf is None else {k: conf[k] for k in ("n", "p_one_sided", "confirmed",
+                                                                              "metric_change")}
+             | {"gained": conf["change"]["gained"], "lost": conf["change"]["lost"]},
+             "test_after": test["after"]}
+    cal = s.get("calibration_control") or {}
+    calibration = {"skipped": cal["skipped"]} if "skipped" in cal else {
+        "val": cal["validation"]["accuracy"], "test": cal["test"]["accuracy"],
+        "test_stats": _brief(cal["test"]["stats"]["after"]), "test_change": cal["test"]["stats"]["change"],
+        "edit_vs_calibration": cal["edit_vs_calibration"], "matches_edit_gain": cal["matches_edit_gain"]}
+    return {"test_before_stats": _brief(test["stats"]["before"]), "plain": plain, "guard": guard,
+            "calibration": calibration, "n_confirm": len(s["examples"].get("confirmation", []))}
+
+
+def plain_winner(row: dict) -> list[dict]:
+    """The paper's winner of a unit, re-derived from its recorded candidates with the search's tie-breaking
+    (highest validation accuracy; the unedited model wins ties, then the larger rate, deeper layer, first module)."""
+    from leantune.svd.edits import Edit
+    from leantune.svd.strategies.common import tie_key
+
+    modules = ["mlp", "attn"]
+    best = (row["validation"]["before"], 1, 0.0, 0, 0)
+    chosen: list[dict] = []
+    for c in row["candidates"]:
+        if c["rate"] <= 0:
+            continue
+        k = tie_key([Edit(c["layer"], c["module"], c["rate"])], c["val_accuracy"], modules)
+        if k > best:
+            best, chosen = k, [{"layer": c["layer"], "module": c["module"], "rate": c["rate"]}]
+    return chosen
+
+
+def reselect_unit(row: dict, threads: int) -> dict:
+    """The guard and the calibration control for a unit finished before they existed: search the recorded
+    winner alone against the unedited model (same examples, same seed), in runs/evidence/icl-reselect/."""
+    import torch
+
+    from leantune.recipes.icl_search import icl_search
+
+    torch.set_num_threads(threads)
+    winner = [dict(layer=e["layer"], module=e["module"], rate=e["rate"]) for e in row["chosen"]]
+    rederived = plain_winner(row) == winner  # the row's candidates give the same winner (a check of the journal)
+    out = ROOT / "runs" / "evidence" / "icl-reselect" / row["unit"]
+    n_test = None if row["task"] in ("cb", "copa") else N_TEST
+    w = winner[0] if winner else {"layer": "last1", "module": "mlp", "rate": 0.0}
+    t0 = time.perf_counter()
+    s = icl_search(row["model"], row["task"], strategy="grid", modules=w["module"], layers=str(w["layer"]),
+                   rates=sorted({0.0, w["rate"]}), shots=row["shots"], n_val=N_VAL, n_test=n_test, seed=row["seed"],
+                   dtype="float32", batch_size=16, out=str(out), progress=False, guard="on", select="accuracy")
+    same = (abs(s["validation"]["before"] - row["validation"]["before"]) < 1e-9
+            and abs(s["test"]["before"] - row["test"]["before"]) < 1e-9
+            and (not winner or abs(s["selection"]["winner_validation"] - row["validation"]["after"]) < 1e-9))
+    return {"unit": row["unit"], **guard_fields(s), "reproduces_recorded_numbers": same,
+            "winner_rederived_from_candidates": rederived,
+            "seconds": round(time.perf_counter() - t0, 1), "machine": machine()}
 
 
 def test_breakdown(out: Path) -> dict | None:
@@ -128,17 +210,83 @@ def test_breakdown(out: Path) -> dict | None:
     lost = sum(r["correct_before"] and not r["correct"] for r in rows)
     return {"n": n, "majority_share": max(shares("label").values()), "label_share": shares("label"),
             "pred_share_before": shares("pred_before"), "pred_share_after": shares("pred"),
-            "gained": gained, "lost": lost, "sign_test_p": round(_sign_test(gained, lost), 4)}
+            "gained": gained, "lost": lost, "sign_test_p": round(mcnemar_exact(gained, lost), 4)}
 
 
-def _sign_test(a: int, b: int) -> float:
-    """Exact two-sided binomial test of a successes in a + b trials at p = 1/2."""
-    n = a + b
-    if n == 0:
-        return 1.0
-    k = min(a, b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+def with_guard(rows: list[dict]) -> list[dict]:
+    """Rows with their guard fields: their own (units run with the guard) or from the --reselect journal."""
+    extra = {g["unit"]: g for g in read_jsonl(GUARD_JOURNAL)}
+    return [r if "guard" in r else {**r, **{k: v for k, v in extra[r["unit"]].items() if k not in ("seconds",
+                                                                                                    "machine")}}
+            if r["unit"] in extra else r for r in rows]
+
+
+def _ci(change: dict | None) -> str:
+    if not change:
+        return "-"
+    lo, hi = change["accuracy_change_ci95"]
+    return f"{100 * change['accuracy_change']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}], p {_p(change['mcnemar_p'])}"
+
+
+def _guard_table(rows) -> str:
+    """Per unit: the paper's plain selection, the guard's decision, and calibration alone, all on test."""
+    out = ["Plain (paper) vs guarded selection vs calibration alone, on the held-out test split (change in points, "
+           "paired-bootstrap 95 % interval, McNemar p). The guard adopts the plain winner only if it beats the "
+           "unedited model on the confirmation split (one-sided exact test, alpha 0.05) and is not a label shift:", "",
+           "| unit | constant predictor | test before | plain: after (change) | guard | guarded after | "
+           "calibration alone (change) |", "|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if "guard" in r), key=lambda r: (r["task"], r["seed"], r["part"])):
+        g, pl, cal = r["guard"], r["plain"], r["calibration"]
+        if not pl["winner"]:
+            decision = "no winner"
+        elif g["adopted"]:
+            c = g["confirmation"]
+            decision = f"kept (confirm {c['gained']}/{c['lost']}, p {_p(c['p_one_sided'])})"
+        elif (g.get("label_shift") or {}).get("flagged"):
+            decision = "refused: label shift"
+        elif g["confirmation"]:
+            c = g["confirmation"]
+            decision = f"refused: not confirmed ({c['gained']}/{c['lost']}, p {_p(c['p_one_sided'])})"
+        else:
+            decision = "refused"
+        cal_cell = "-" if "skipped" in cal else f"{cal['test']:.3f} ({_ci(cal['test_change'])})"
+        out.append(f"| {r['task']} s{r['seed']} {r['part']} | {r['test_before_stats']['majority_rate']:.3f} | "
+                   f"{r['test']['before']:.3f} | {pl['test_after']:.3f} ({_ci(pl['test_change'])}) | {decision} | "
+                   f"{g['test_after']:.3f} | {cal_cell} |")
+    return "\n".join(out)
+
+
+def _guard_counts(rows) -> str:
+    """What the guard keeps and refuses, judged by what the plain winner then did on test."""
+    with_w = [r for r in rows if "guard" in r and r["plain"]["winner"]]
+    if not with_w:
+        return ""
+
+    def verdict(r):
+        c = r["plain"]["test_change"]
+        if c["accuracy_change"] > 0 and c["mcnemar_p"] < 0.05:
+            return "significant test gain"
+        if c["accuracy_change"] < 0 and c["mcnemar_p"] < 0.05:
+            return "significant test loss"
+        return "no significant test change"
+
+    out = ["The guard's decisions against what the plain winner did on test (units with a winner):", "",
+           "| plain winner on test | units | guard kept | guard refused |", "|---|---|---|---|"]
+    for v in ("significant test gain", "no significant test change", "significant test loss"):
+        these = [r for r in with_w if verdict(r) == v]
+        out.append(f"| {v} | {len(these)} | {sum(r['guard']['adopted'] for r in these)} | "
+                   f"{sum(not r['guard']['adopted'] for r in these)} |")
+    cal = [r for r in with_w if "skipped" not in r["calibration"]]
+    if cal:
+        plain_gain = statistics.mean(r["plain"]["test_after"] - r["test"]["before"] for r in cal)
+        cal_gain = statistics.mean(r["calibration"]["test"] - r["test"]["before"] for r in cal)
+        guard_gain = statistics.mean(r["guard"]["test_after"] - r["test"]["before"] for r in cal)
+        matches = sum(r["calibration"]["matches_edit_gain"] for r in cal)
+        out += ["", f"SVD edit vs calibration alone ({len(cal)} classification units with a winner): mean test change "
+                    f"plain edit {100 * plain_gain:+.1f} pts, guarded edit {100 * guard_gain:+.1f} pts, calibration "
+                    f"alone (no edit) {100 * cal_gain:+.1f} pts; calibration alone matched or beat the edit's gain "
+                    f"in {matches} of them."]
+    return "\n".join(out)
 
 
 def _mean_std(xs):
@@ -169,6 +317,9 @@ def summarize(rows: list[dict]) -> str:
             lines.append(f"| {task} | {','.join(map(str, sorted(befores)))} | {_mean_std(list(befores.values()))} | "
                          + " | ".join(cells) + " |")
         lines += ["", _test_gain_table(mine), "", _test_detail_table(mine), "", _claim_b_table(mine)]
+        guarded = with_guard(mine)
+        if any("guard" in r for r in guarded):
+            lines += ["", _guard_table(guarded), "", _guard_counts(guarded)]
         if any(r["model"] == model and r["shots"] == FEW_SHOTS for r in rows):
             lines += ["", _shots_table(rows, model)]
         lines.append(f"\n![{model}: validation accuracy change by layer and rate](evidence/icl_heatmap_{model}.png)")
@@ -288,8 +439,24 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
     p.add_argument("--summary-only", action="store_true", help="rebuild tables/plots from the JSONL only")
+    p.add_argument("--reselect-only", action="store_true",
+                   help="only give units finished before the guard existed their guard and calibration fields")
+    p.add_argument("--no-reselect", action="store_true", help="skip that pass")
     args = p.parse_args()
-    if not args.summary_only:
+    if not args.summary_only and not args.no_reselect:
+        models, tasks = args.models.split(","), args.tasks.split(",")
+        seeds = [int(x) for x in args.seeds.split(",")]
+        done = {g["unit"] for g in read_jsonl(GUARD_JOURNAL)}
+        old = [r for r in read_rows() if "guard" not in r and r["unit"] not in done and r["model"] in models
+               and r["task"] in tasks and r["seed"] in seeds and r["part"] in args.parts.split(",")]
+        old.sort(key=lambda r: (r["part"] == "shallow", r["model"] != models[0]))  # cheap deep/paper units first
+        print(f"evidence_icl: {len(old)} earlier units to re-read with the guard", flush=True)
+        for i, r in enumerate(old[: args.max_units]):
+            g = reselect_unit(r, args.threads)
+            append_jsonl(GUARD_JOURNAL, g)
+            print(f"[reselect {i + 1}/{len(old)}] {r['unit']}: {g['guard']['reason'][:110]} "
+                  f"(reproduced: {g['reproduces_recorded_numbers']}, {g['seconds']:.0f}s)", flush=True)
+    if not args.summary_only and not args.reselect_only:
         done = {r["unit"] for r in read_rows()}
         todo = [u for u in units(args.models.split(","), args.tasks.split(","),
                                  [int(s) for s in args.seeds.split(",")], args.parts.split(","))

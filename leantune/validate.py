@@ -132,6 +132,17 @@ class Size:
                 from None
 
 
+@dataclass(frozen=True)
+class CountOrAuto:
+    """``auto`` or a count >= 0 (``--n-confirm``), as text from the command line or an int from a file."""
+
+    def check(self, dest: str, v) -> None:
+        ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or \
+            (isinstance(v, str) and (v.strip().lower() == "auto" or v.strip().isdigit()))
+        if not ok:
+            raise LeantuneError(f"{flag(dest)} must be auto or a count >= 0, got {v!r}")
+
+
 COUNT = Number(int, 0)           # 0 allowed (e.g. zero-shot)
 AT_LEAST_1 = Number(int, 1)
 POSITIVE = Number(float, 0, low_open=True)
@@ -151,6 +162,7 @@ RULES = {
     "instances": AT_LEAST_1, "grad_accum": AT_LEAST_1,
     "rates": NumberList(FRACTION, "0,0.5,0.9,0.99"), "device": Device(), "dtype": Dtype(),
     "reuse_memory": Size(), "svd_cache_memory": Size(),
+    "confirm_alpha": Number(float, 0, 1, low_open=True, high_open=True), "n_confirm": CountOrAuto(),
 }
 # where one name means something else in one command
 COMMAND_RULES = {

@@ -14,10 +14,39 @@ import evidence_icl as icl  # noqa: E402
 from common import replace_block  # noqa: E402
 
 
-def test_sign_test_is_the_exact_binomial():
-    assert icl._sign_test(0, 0) == 1.0
-    assert icl._sign_test(9, 1) == pytest.approx(2 * (1 + 10) / 1024)  # P(X <= 1) of Bin(10, 1/2), two-sided
-    assert icl._sign_test(5, 5) == 1.0
+def test_plain_winner_is_rederived_with_the_search_tie_breaking():
+    row = _icl_row("sst2", "deep")
+    row["candidates"] = [{"layer": 28, "module": "mlp", "rate": 0.5, "val_accuracy": 0.55},
+                         {"layer": 29, "module": "attn", "rate": 0.5, "val_accuracy": 0.55},
+                         {"layer": 29, "module": "mlp", "rate": 0.5, "val_accuracy": 0.55},
+                         {"layer": 29, "module": "mlp", "rate": 0.1, "val_accuracy": 0.50}]
+    assert icl.plain_winner(row) == [{"layer": 29, "module": "mlp", "rate": 0.5}]  # deeper, then mlp listed first
+    row["candidates"] = [{"layer": 29, "module": "mlp", "rate": 0.5, "val_accuracy": 0.5}]  # a tie: unedited wins
+    assert icl.plain_winner(row) == []
+
+
+def _change(d, p):
+    return {"accuracy_change": d, "accuracy_change_ci95": [d - 0.05, d + 0.05], "mcnemar_p": p, "gained": 1, "lost": 1}
+
+
+def test_guard_tables_come_from_the_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(icl, "DOCS", tmp_path)
+    monkeypatch.setattr(icl, "GUARD_JOURNAL", tmp_path / "none.jsonl")
+    brief = {"accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.4, "majority_rate": 0.6,
+             "top_prediction": "a", "top_prediction_share": 0.9}
+    kept, refused = _icl_row("sst2", "deep", after=0.6), _icl_row("rte", "deep", before=0.5, after=0.5)
+    for r, adopted, d, p in ((kept, True, 0.1, 0.001), (refused, False, -0.1, 0.01)):
+        r.update(test_before_stats=brief, n_confirm=200,
+                 plain={"winner": [{"layer": 29, "module": "mlp", "rate": 0.5}], "test_after": 0.5 + d,
+                        "test_change": _change(d, p)},
+                 guard={"adopted": adopted, "reason": "x", "label_shift": {"flagged": False},
+                        "confirmation": {"n": 200, "p_one_sided": 0.01 if adopted else 0.3, "confirmed": adopted,
+                                         "gained": 30, "lost": 10}, "test_after": 0.5 + d if adopted else 0.5},
+                 calibration={"test": 0.55, "test_change": _change(0.05, 0.2), "matches_edit_gain": False})
+    md = icl.summarize([kept, refused])
+    assert "| sst2 s0 deep | 0.600 | 0.500 | 0.600 (+10.0 [+5.0, +15.0], p 0.001) | kept (confirm 30/10, p 0.01) |" in md
+    assert "| rte s0 deep | 0.600 | 0.500 | 0.400 (-10.0 [-15.0, -5.0], p 0.01) | refused: not confirmed" in md
+    assert "| significant test gain | 1 | 1 | 0 |" in md and "| significant test loss | 1 | 0 | 1 |" in md
 
 
 def test_test_breakdown_separates_a_label_shift_from_learning(tmp_path):

@@ -32,10 +32,11 @@ PKG = ROOT / "leantune"
 
 LAYERS = [
     ("base", ["leantune.errors", "leantune.config", "leantune.options", "leantune.runinfo", "leantune.precision",
+              "leantune.stats",
               "leantune.offload", "leantune.schema", "leantune.validate", "leantune.outputs"]),
     ("arch", ["leantune.arch"]),
     ("foundations", ["leantune.tasks", "leantune.models", "leantune.aliases", "leantune.gguf_source",
-                     "leantune.factorized", "leantune.report", "leantune.model_fit",
+                     "leantune.factorized", "leantune.report", "leantune.search_report", "leantune.model_fit",
                      "leantune.lab", "leantune.lab.synthetic", "leantune.lab.tokenizer"]),
     ("engines", ["leantune.icl", "leantune.finetune", "leantune.svd", "leantune.lab.train", "leantune.lab.study",
                  "leantune.lab.report"]),

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import LeantuneError
 from ..precision import check_finite_scores, model_dtype
+from ..stats import evaluation_stats
 from ..tasks import Task
 from .layer_reuse import LayerReuseScorer, estimate_memory, hidden_size
 from .scoring import Plan, Scores, prepare, score
@@ -63,7 +64,9 @@ class Evaluator(Protocol):
         """Tokens one full evaluation processes."""
         ...
 
-    def evaluate(self, model, progress: bool = False) -> EvalResult: ...
+    def evaluate(self, model, progress: bool = False, desc: str = "icl eval") -> EvalResult:
+        """``desc`` labels the progress bar (baseline, test, confirmation, ...)."""
+        ...
 
     def estimate_memory(self, model, arch, recorded_layers: int, memory_budget: int | None = None,
                         overflow: str = "auto") -> dict:
@@ -72,7 +75,7 @@ class Evaluator(Protocol):
         ...
 
     def layer_reuse(self, model, arch, layers: set[int], memory_budget: int | None = None,
-                    overflow: str = "auto") -> LayerReuse | None:
+                    overflow: str = "auto", progress: bool = False) -> LayerReuse | None:
         """Record what the evaluation of ``model`` (unedited) needs to start from any of ``layers``;
         ``None`` if this evaluator cannot. ``memory_budget`` (bytes) / ``overflow`` (auto | cpu |
         recompute) bound the recorded states kept on the model's devices, never changing results."""
@@ -86,6 +89,17 @@ def per_class(task: Task, labels: list[int], preds: list[int]) -> dict:
         out[task.labels[y]]["correct"] += int(y == p)
         out[task.labels[p]]["predicted"] += 1
     return out
+
+
+def with_stats(metrics: dict, labels: list[int], preds: list[int], names) -> dict:
+    """``metrics`` plus the per-evaluation statistics (:func:`leantune.stats.evaluation_stats`): balanced
+    accuracy, macro-F1, confusion matrix, majority-class rate, share of the most frequent prediction and a
+    Wilson 95 % interval of the accuracy. New keys only: readers of the old ones are unaffected."""
+    from ..stats import wilson_interval
+
+    st = evaluation_stats(labels, preds, names)
+    st.pop("n"), st.pop("accuracy")  # already there, same values
+    return {**metrics, **st, "accuracy_ci95": wilson_interval(metrics["correct"], metrics["n"])}
 
 
 def check_label_words(task: Task) -> None:
@@ -126,6 +140,39 @@ class ICLEvaluator:
     reuses_layers = True
 
     @property
+    def gold(self) -> list[int]:
+        """The gold label of every evaluated example, in prediction order."""
+        return [r["label"] for r in self.examples]
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.task.labels
+
+    def calibration_control(self, model, tokenizer, result: EvalResult) -> EvalResult | None:
+        """The same evaluation with contextual calibration, from ``result``'s log-probs (an uncalibrated
+        evaluation of ``model`` as it is now): only the content-free prompt is scored. None where calibration
+        does not apply (multiple choice, or this evaluator already calibrates)."""
+        if self.task.kind != "classification" or self.calibration_plan is not None:
+            return None
+        t0 = time.perf_counter()
+        blank = {k: CONTENT_FREE for k in self.examples[0] if k not in ("label", "idx")}
+        plan = prepare(tokenizer, self.prefix, [self.task.render_context(blank)], [self.task.continuations(blank)])
+        cal = score(model, plan, 1)
+        check_finite_scores(cal.logprobs, model)
+        cf = torch.log_softmax(torch.tensor(cal.logprobs[0]), 0)
+        labels = self.gold
+        preds = [int((torch.log_softmax(torch.tensor(p["logprobs"]), 0) - cf).argmax()) for p in result.predictions]
+        records = [{**p, "pred": q, "correct": q == p["label"]} for p, q in zip(result.predictions, preds)]
+        correct = sum(int(q == y) for q, y in zip(preds, labels))
+        n = len(labels)
+        metrics = with_stats({"accuracy": correct / n, "n": n, "correct": correct,
+                              "per_class": per_class(self.task, labels, preds),
+                              "tokens_processed": cal.tokens_processed, "seconds": time.perf_counter() - t0,
+                              "content_free_probs": [math.exp(v) for v in cf.tolist()]},
+                             labels, preds, self.task.labels)
+        return EvalResult(metrics, records)
+
+    @property
     def num_rows(self) -> int:
         return len(self.plan.rows)
 
@@ -138,18 +185,18 @@ class ICLEvaluator:
                         overflow: str = "auto") -> dict:
         return estimate_memory(model, arch, self.plan, self.batch_size, recorded_layers, memory_budget, overflow)
 
-    def evaluate(self, model, progress: bool = False) -> EvalResult:
+    def evaluate(self, model, progress: bool = False, desc: str = "icl eval") -> EvalResult:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
-        with tqdm(total=self.num_rows, desc="icl eval", unit="row", disable=not progress, leave=False) as bar:
+        with tqdm(total=self.num_rows, desc=desc, unit="row", disable=not progress, leave=False) as bar:
             scores = score(model, self.plan, self.batch_size, progress=bar)
         return self.result(model, scores, t0)
 
     def layer_reuse(self, model, arch, layers: set[int], memory_budget: int | None = None,
-                    overflow: str = "auto") -> "ICLLayerReuse":
+                    overflow: str = "auto", progress: bool = False) -> "ICLLayerReuse":
         """Scoring from a recorded layer (:mod:`leantune.icl.layer_reuse`); runs the unedited model once."""
-        return ICLLayerReuse(self, model, arch, layers, memory_budget, overflow)
+        return ICLLayerReuse(self, model, arch, layers, memory_budget, overflow, progress)
 
     def result(self, model, scores: Scores, t0: float) -> EvalResult:
         """Metrics and predictions from the scores of :attr:`plan` on ``model`` (``t0``: when scoring began).
@@ -176,9 +223,10 @@ class ICLEvaluator:
                             "logprobs": lp, "continuation_tokens": ln})
         n = len(labels)
         correct = sum(int(p == y) for p, y in zip(preds, labels))
-        metrics = {"accuracy": correct / n, "n": n, "correct": correct,
-                   "per_class": per_class(self.task, labels, preds),
-                   "tokens_processed": tokens, "seconds": time.perf_counter() - t0}
+        metrics = with_stats({"accuracy": correct / n, "n": n, "correct": correct,
+                              "per_class": per_class(self.task, labels, preds),
+                              "tokens_processed": tokens, "seconds": time.perf_counter() - t0},
+                             labels, preds, self.task.labels)
         if self.task.kind == "multiple_choice":
             # lm-eval's acc_norm: log-likelihood divided by the continuation's length in characters
             metrics["acc_norm"] = sum(int(p == y) for p, y in zip(preds_norm, labels)) / n
@@ -192,12 +240,16 @@ class ICLLayerReuse:
     """:meth:`ICLEvaluator.layer_reuse`: its evaluation from a recorded layer (see :class:`LayerReuse`)."""
 
     def __init__(self, evaluator: ICLEvaluator, model, arch, layers: set[int], memory_budget: int | None = None,
-                 overflow: str = "auto"):
+                 overflow: str = "auto", progress: bool = False):
+        from tqdm.auto import tqdm
+
         self.evaluator, self.model = evaluator, model
         t0 = time.perf_counter()
         self.scorer = LayerReuseScorer(model, arch, evaluator.plan, evaluator.batch_size, layers, memory_budget,
                                        overflow)
-        self.baseline = evaluator.result(model, self.scorer.record_baseline(), t0)
+        with tqdm(total=evaluator.num_rows, desc="baseline (unedited, recording layers)", unit="row",
+                  disable=not progress) as bar:
+            self.baseline = evaluator.result(model, self.scorer.record_baseline(bar), t0)
 
     def evaluate_from(self, layer: int, progress: bool = False) -> EvalResult:
         from tqdm.auto import tqdm
@@ -226,8 +278,19 @@ class PooledEvaluator:
     def tokens_per_evaluation(self) -> int:
         return sum(ev.tokens_per_evaluation for ev in self.evaluators)
 
-    def evaluate(self, model, progress: bool = False) -> EvalResult:
-        return pool_results([ev.evaluate(model, progress) for ev in self.evaluators])
+    @property
+    def gold(self) -> list[int]:
+        return [y for ev in self.evaluators for y in ev.gold]
+
+    @property
+    def label_names(self):
+        return self.evaluators[0].label_names  # pooled instances of one task family share their label set
+
+    def calibration_control(self, model, tokenizer, result: EvalResult) -> EvalResult | None:
+        return None  # each pooled instance has its own demonstrations (and content-free prior): not one control
+
+    def evaluate(self, model, progress: bool = False, desc: str = "icl eval") -> EvalResult:
+        return pool_results([ev.evaluate(model, progress, desc) for ev in self.evaluators])
 
     def estimate_memory(self, model, arch, recorded_layers: int, memory_budget: int | None = None,
                         overflow: str = "auto") -> dict:
@@ -241,9 +304,9 @@ class PooledEvaluator:
         return out
 
     def layer_reuse(self, model, arch, layers: set[int], memory_budget: int | None = None,
-                    overflow: str = "auto") -> "PooledLayerReuse | None":
+                    overflow: str = "auto", progress: bool = False) -> "PooledLayerReuse | None":
         share = None if memory_budget is None else memory_budget // len(self.evaluators)
-        parts = [ev.layer_reuse(model, arch, layers, share, overflow) for ev in self.evaluators]
+        parts = [ev.layer_reuse(model, arch, layers, share, overflow, progress) for ev in self.evaluators]
         return None if any(p is None for p in parts) else PooledLayerReuse(parts)
 
 
@@ -268,10 +331,12 @@ class PooledLayerReuse:
 def pool_results(results: list[EvalResult]) -> EvalResult:
     """One result for the examples of all ``results``: counts and tokens summed, predictions in order."""
     correct, n = sum(r.metrics["correct"] for r in results), sum(r.metrics["n"] for r in results)
-    return EvalResult({"accuracy": correct / n, "n": n, "correct": correct,
-                       "tokens_processed": sum(r.metrics["tokens_processed"] for r in results),
-                       "seconds": sum(r.metrics["seconds"] for r in results)},
-                      [p for r in results for p in r.predictions])
+    preds = [p for r in results for p in r.predictions]
+    names = results[0].metrics.get("labels")
+    return EvalResult(with_stats({"accuracy": correct / n, "n": n, "correct": correct,
+                                  "tokens_processed": sum(r.metrics["tokens_processed"] for r in results),
+                                  "seconds": sum(r.metrics["seconds"] for r in results)},
+                                 [p["label"] for p in preds], [p["pred"] for p in preds], names), preds)
 
 
 class ClassifierEvaluator:
@@ -288,6 +353,17 @@ class ClassifierEvaluator:
     reuses_layers = False
 
     @property
+    def gold(self) -> list[int]:
+        return [r["label"] for r in self.examples]
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.task.labels
+
+    def calibration_control(self, model, tokenizer, result: EvalResult) -> EvalResult | None:
+        return None  # contextual calibration is a prompting method; a classifier has no prompt
+
+    @property
     def tokens_per_evaluation(self) -> int:
         return sum(int(e["attention_mask"].sum()) for e in self.encodings)
 
@@ -300,13 +376,13 @@ class ClassifierEvaluator:
                 "recorded_states": 0}
 
     def layer_reuse(self, model, arch, layers: set[int], memory_budget: int | None = None,
-                    overflow: str = "auto") -> None:
+                    overflow: str = "auto", progress: bool = False) -> None:
         """None: a classifier scores short inputs without a shared prefix in one pass each; nothing is
         recorded (the search evaluates every candidate in full)."""
         return None
 
     @torch.no_grad()
-    def evaluate(self, model, progress: bool = False) -> EvalResult:
+    def evaluate(self, model, progress: bool = False, desc: str = "classifier eval") -> EvalResult:
         t0 = time.perf_counter()
         from ..precision import input_device
 
@@ -321,6 +397,6 @@ class ClassifierEvaluator:
         correct = sum(int(p == y) for p, y in zip(preds, labels))
         records = [{"idx": r["idx"], "label": y, "pred": p, "correct": p == y}
                    for r, y, p in zip(self.examples, labels, preds)]
-        return EvalResult({"accuracy": correct / len(labels), "n": len(labels), "correct": correct,
-                           "per_class": per_class(self.task, labels, preds), "tokens_processed": tokens,
-                           "seconds": time.perf_counter() - t0}, records)
+        return EvalResult(with_stats({"accuracy": correct / len(labels), "n": len(labels), "correct": correct,
+                                      "per_class": per_class(self.task, labels, preds), "tokens_processed": tokens,
+                                      "seconds": time.perf_counter() - t0}, labels, preds, self.task.labels), records)

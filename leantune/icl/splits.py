@@ -6,6 +6,9 @@
   class in label order, then shuffled with the same generator (so no class always comes last).
 * Validation: ``n_val`` random pool examples disjoint from the demonstrations (the SVD paper carves
   its validation set from train).
+* Confirmation (guarded selection only): ``n_confirm`` random pool examples disjoint from the
+  demonstrations and the validation set, drawn after them (so adding it changes no other split); ``"auto"``
+  takes up to 200 of what remains.
 * Test: ``n_test`` random examples (all when None) of ``test_split`` (default: ``validation``,
   since GLUE/SuperGLUE test labels are hidden), kept in source order.
 """
@@ -13,7 +16,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import LeantuneError
 from ..tasks import Task, available_splits, default_data_dir, load_split
@@ -25,10 +28,17 @@ class ICLData:
     val: list[dict]
     test: list[dict]
     sources: dict
+    confirm: list[dict] = field(default_factory=list)
 
     def manifest(self) -> dict:
-        return {"demonstrations": [d["idx"] for d in self.demos], "validation": [r["idx"] for r in self.val],
-                "test": [r["idx"] for r in self.test], "sources": self.sources}
+        out = {"demonstrations": [d["idx"] for d in self.demos], "validation": [r["idx"] for r in self.val],
+               "test": [r["idx"] for r in self.test], "sources": self.sources}
+        if self.confirm:
+            out["confirmation"] = [r["idx"] for r in self.confirm]
+        return out
+
+
+AUTO_CONFIRM = 200  # "auto": a confirmation split of up to this many examples (fewer where the pool is small)
 
 
 def _sample(records: list[dict], n: int | None, rng: random.Random, what: str) -> list[dict]:
@@ -53,7 +63,7 @@ def select_demos(task: Task, pool: list[dict], shots: int, rng: random.Random) -
 
 
 def make_icl_data(task: Task, shots: int, n_val: int | None, n_test: int | None, seed: int,
-                  data_dir="default", test_split: str = "validation") -> ICLData:
+                  data_dir="default", test_split: str = "validation", n_confirm: int | str = 0) -> ICLData:
     if data_dir == "default":
         data_dir = default_data_dir()
     rng = random.Random(seed)
@@ -77,4 +87,10 @@ def make_icl_data(task: Task, shots: int, n_val: int | None, n_test: int | None,
     val = _sample(rest, n_val, rng, "validation") if n_val else []
     if not test:
         raise LeantuneError(f"task {task.name}: the {test_split} split is empty")
-    return ICLData(demos, val, test, sources)
+    confirm = []
+    if n_confirm:  # drawn last, from what demonstrations and validation left: the other splits stay as they were
+        val_idx = {r["idx"] for r in val}
+        left = [r for r in rest if r["idx"] not in val_idx]
+        want = min(AUTO_CONFIRM, len(left)) if n_confirm == "auto" else n_confirm
+        confirm = _sample(left, want, rng, "confirmation") if want else []
+    return ICLData(demos, val, test, sources, confirm)

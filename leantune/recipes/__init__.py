@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("inspect", "models_list", "finetune", "icl_eval", "icl_search", "icl_apply", "lab", "demo")
+MODULES = ("inspect", "models_list", "finetune", "icl_eval", "icl_search", "icl_apply", "lab", "demo", "report")
 
 
 def all_commands() -> dict:

@@ -67,7 +67,7 @@ def _svd_part(out: Path, quick: bool, progress: bool, device: str | None = None,
 
     if quick:  # the same path on a sliver of the work: one layer, two rates, a handful of examples
         return icl_search(SVD_MODEL, SVD_TASK, strategy="grid", modules="mlp,attn", layers="last1", rates=(0.0, 0.9),
-                          shots=1, n_val=8, n_test=8, seed=0, batch_size=8, dtype=dtype,
+                          shots=1, n_val=8, n_test=8, n_confirm=8, seed=0, batch_size=8, dtype=dtype,
                           device=device, out=str(out / "svd_search"), progress=progress)
     return icl_search(SVD_MODEL, SVD_TASK, strategy="grid", modules="mlp,attn", layers="last4", rates=PAPER_RATES,
                       shots=SVD_SHOTS, n_val=SVD_N_VAL, n_test=SVD_N_TEST, seed=0, batch_size=16, dtype=dtype,
@@ -136,8 +136,9 @@ def _markdown(ft: list[dict], svd: dict, seconds: float, quick: bool) -> str:
     ft_table = format_table(["config", "dev accuracy", "trainable params", "artifact bytes", "steps", "seconds"],
                             [[r["config"], r["dev_accuracy"], r["trainable_params"], r["artifact_bytes"], r["steps"],
                               round(r["seconds"], 1)] for r in ft])
-    edits = ", ".join(f"layer {e['layer']} {e['module']} xi={e['rate']:g}" for e in svd["chosen_edits"]) or \
-        "none (no edit beat the unedited model on validation)"
+    from .icl_search import result_lines
+
+    result = "\n".join(result_lines(svd))
     svd_table = format_table(["split", "n", "before", "after"],
                              [["validation", svd["validation"]["n"], svd["validation"]["before"],
                                svd["validation"]["after"]],
@@ -163,15 +164,26 @@ float32, so slightly degraded against the original), task `{SVD_TASK}` with the 
 from train, {svd['test']['n']} test examples (the dev split, never used for choosing); grid over layers
 `{svd['config']['layers']}` x {{mlp, attn}} x rates {svd['config']['rates']}. Set-up fixed in advance.
 
-Chosen edit: {edits}
+The search's result, as it printed it (the guarded selection: the best validation candidate is adopted
+only if it also beats the unedited model on {len(svd['examples'].get('confirmation', []))} held-out confirmation
+examples and is not a label-prior shift; the calibration control is the unedited model with contextual
+calibration):
+
+```
+{result}
+```
 
 ```
 {svd_table}
 ```
 
+**The page to look at: [`svd_search/report.html`](svd_search/report.html)** (decision, statistics, confusion
+matrices, calibration control, the examples the edit gained and lost).
+
 ![validation accuracy by layer and rate](svd_heatmap.png)
 
-Everything: `svd_search/summary.json`, `svd_search/edit.json`, `svd_search/candidates.jsonl`.
+Everything: `svd_search/summary.json`, `svd_search/edit.json`, `svd_search/candidates.jsonl`,
+`svd_search/test_predictions.jsonl`.
 """
 
 

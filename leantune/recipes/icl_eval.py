@@ -70,7 +70,13 @@ def run(cfg: EvalConfig, progress: bool) -> dict:
 
 
 def report(m: dict, cfg: EvalConfig) -> str:
-    line = f"{m['task']} {cfg.shots}-shot/class: accuracy {m['accuracy']:.4f} ({m['correct']}/{m['n']})"
+    line = f"{m['task']} {cfg.shots}-shot/class: accuracy {m['accuracy']:.4f} ({m['correct']}/{m['n']}"
+    if "accuracy_ci95" in m:
+        lo, hi = m["accuracy_ci95"]
+        line += (f", 95% CI [{lo:.3f}, {hi:.3f}]; balanced {m['balanced_accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f};"
+                 f" constant predictor {m['majority_rate']:.3f}; answers '{m['top_prediction']}' for "
+                 f"{m['top_prediction_share']:.0%}")
+    line += ")"
     if "acc_norm" in m:
         line += f", acc_norm {m['acc_norm']:.4f}"
     if "accuracy_uncalibrated" in m:

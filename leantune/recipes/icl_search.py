@@ -31,6 +31,15 @@ class SearchConfig(ICLCommon):
     evaluator: str = option("icl", "icl (causal LM) | classifier (sequence classification)")
     max_length: int = option(128, "classifier evaluator: truncation length")
     calibrate: bool = option(False, "contextual calibration in every evaluation")
+    guard: str = option("on", "on: adopt the winner only if it is confirmed on held-out examples and is not a "
+                              "label-prior shift; off: the paper's plain selection (default on)", choices=("on", "off"))
+    select: str = option("accuracy", "validation metric that ranks candidates (default accuracy)",
+                         choices=("accuracy", "balanced_accuracy", "macro_f1"))
+    n_confirm: str | int = option("auto", "guard: confirmation examples carved from train apart from demonstrations, "
+                                          "validation and test (default auto: up to 200 of what remains; 0: none, so "
+                                          "the guard adopts nothing)", metavar="N|auto")
+    confirm_alpha: float = option(0.05, "guard: the winner must beat the unedited model on the confirmation split "
+                                        "at this one-sided level (default 0.05)")
     dry_run: bool = option(False, "print the candidate count, a token estimate and the expected peak memory",
                            recorded=False)
     reuse_memory: str | None = option(None, "budget for the recorded hidden states of the layer-reuse path on the "
@@ -50,7 +59,24 @@ class SearchConfig(ICLCommon):
 RECORD = ("model", "task", "strategy", "modules", "layers", "rates", "shots", "n_val", "n_test", "seed", "top_k",
           "svd_dtype", "evaluator", "calibrate", "batch_size", "max_length", "tokenizer", "split", "data_dir", "dtype",
           "device", "trust_remote_code", "out", "device_map", "max_memory", "reuse_memory", "reuse_overflow",
-          "svd_cache_memory")
+          "svd_cache_memory", "guard", "select", "n_confirm", "confirm_alpha")
+
+
+def parse_n_confirm(value) -> int | str:
+    """``auto`` or a count >= 0, from the command line (text) or a config file / library call (int)."""
+    from ..errors import LeantuneError
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    elif isinstance(value, str) and value.strip().isdigit():
+        n = int(value.strip())
+    else:
+        raise LeantuneError(f"--n-confirm must be auto or a count >= 0, not {value!r}")
+    if n < 0:
+        raise LeantuneError(f"--n-confirm must be auto or a count >= 0, not {value!r}")
+    return n
 
 
 def icl_search(model: str | SearchConfig | None = None, task: str | None = None, *, progress: bool = True,
@@ -74,6 +100,8 @@ def icl_search(model: str | SearchConfig | None = None, task: str | None = None,
 
 
 def _search(cfg: SearchConfig, progress: bool) -> dict:
+    import time
+
     from ..model_fit import check_vocab_fits, fit_max_length
     from ..models import load_model, model_source, tokenizer_for
     from ..svd.api import check_search_args, search_svd
@@ -81,6 +109,7 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
     rates = [float(r) for r in (cfg.rates.split(",") if isinstance(cfg.rates, str) else cfg.rates)]
     modules = [m.strip() for m in (cfg.modules.split(",") if isinstance(cfg.modules, str) else cfg.modules)]
     check_search_args(cfg.strategy, cfg.svd_dtype, cfg.evaluator, cfg.reuse_overflow)
+    t0 = time.perf_counter()
     record = {k: getattr(cfg, k) for k in RECORD}
     record.update(modules=modules, rates=rates)
     if isinstance(cfg.device_map, dict):
@@ -101,8 +130,12 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
                          batch_size=cfg.batch_size, max_length=max_length, split=cfg.split, data_dir=cfg.data_dir,
                          out=None if cfg.dry_run else cfg.out, dry_run=cfg.dry_run, progress=progress, record=record,
                          source=None if cfg.dry_run else model_source(cfg.model), reuse_memory=cfg.reuse_memory,
-                         reuse_overflow=cfg.reuse_overflow, svd_cache_memory=cfg.svd_cache_memory)
+                         reuse_overflow=cfg.reuse_overflow, svd_cache_memory=cfg.svd_cache_memory,
+                         guard=cfg.guard, select=cfg.select, n_confirm=parse_n_confirm(cfg.n_confirm),
+                         confirm_alpha=cfg.confirm_alpha)
     summary.pop("edit", None)  # the CLI's summary is summary.json's content; the edit is in edit.json
+    if "seconds" in summary:
+        summary["seconds"]["command"] = time.perf_counter() - t0  # loading, search, selection, test, report
     return summary
 
 
@@ -123,14 +156,53 @@ def report(s: dict, cfg: SearchConfig) -> str:
                 f"({s['candidates']} candidates incl. rate 0), {s['tokens_per_evaluation']} tokens per full "
                 f"evaluation, about {s['estimated_tokens']:,} layer-weighted tokens in all. {s['note']}\n"
                 + describe(s["memory"]))
-    edits = ", ".join(f"layer {e['layer']} {e['module']} xi={e['rate']:g}" for e in s["chosen_edits"]) or "none"
-    return "\n".join([
-        f"chosen edit: {edits}",
-        f"validation accuracy {s['validation']['before']:.4f} -> {s['validation']['after']:.4f} "
-        f"(n={s['validation']['n']}); test accuracy {s['test']['before']:.4f} -> {s['test']['after']:.4f} "
-        f"(n={s['test']['n']})",
-        f"{s['candidates']['evaluated_this_run']} candidates evaluated in {s['seconds']['search_this_run']:.1f}s; "
-        f"results: {cfg.out}/summary.json, edit.json, heatmap.png, candidates.jsonl"])
+    sec = s["seconds"]
+    return "\n".join(result_lines(s) + [
+        f"{s['candidates']['evaluated_this_run']} candidates evaluated in {sec['search_this_run']:.1f}s, selection "
+        f"{sec.get('selection', 0):.1f}s, test {sec['test']:.1f}s; whole command {sec.get('command', 0):.1f}s",
+        f"results: {cfg.out}/report.html (look here), summary.json, edit.json, heatmap.png, candidates.jsonl"])
+
+
+def _edits(edits) -> str:
+    return ", ".join(f"layer {e['layer']} {e['module']} xi={e['rate']:g}" for e in edits) or "none"
+
+
+def result_lines(s: dict) -> list[str]:
+    """The printed result of a search (also the demo's): the decision, then each split with its statistics."""
+    from ..stats import describe_change
+
+    sel = s.get("selection")
+    if sel is None:  # a summary written before the selection rule existed
+        return [f"chosen edit: {_edits(s['chosen_edits'])}",
+                f"validation accuracy {s['validation']['before']:.4f} -> {s['validation']['after']:.4f}; "
+                f"test accuracy {s['test']['before']:.4f} -> {s['test']['after']:.4f}"]
+    if sel["adopted"]:
+        lines = [f"chosen edit: {_edits(s['chosen_edits'])} (guard {sel['guard']}: {sel['reason']})"]
+    elif sel["winner"]:
+        lines = [f"no edit adopted (guard {sel['guard']}): best candidate {_edits(sel['winner'])} "
+                 f"(validation {s['validation']['before']:.3f} -> {sel['winner_validation']:.3f}): {sel['reason']}"]
+    else:
+        lines = [f"no edit adopted: {sel['reason']}"]
+    shift = sel.get("label_shift") or {}
+    if shift.get("flagged"):
+        lines.append(f"warning: label shift on the {shift['split']} split: " + "; ".join(shift["reasons"]))
+    for split in ("validation", "test"):
+        st = s[split]["stats"]
+        lines.append(describe_change(split, st["before"], st["after"], st["change"]))
+    if "winner" in s["test"]:
+        st = s["test"]["winner"]["stats"]
+        lines.append(describe_change("test, rejected winner", st["before"], st["after"], st["change"]))
+    cal = s.get("calibration_control") or {}
+    if "test" in cal:
+        st = cal["test"]["stats"]
+        line = "calibration alone (unedited, contextual calibration): " + describe_change(
+            "test", st["before"], st["after"], st["change"])
+        if cal["matches_edit_gain"]:
+            line += "; it matches the edit's gain: the edit may be only a label-prior shift"
+        lines.append(line)
+    elif cal:
+        lines.append(f"calibration control: {cal['skipped']}")
+    return lines
 
 
 COMMANDS = {("icl", "search"): Recipe(SearchConfig, run, report,

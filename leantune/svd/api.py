@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from .edits import Edit, apply_edits, check_edit_fits, check_edit_schema, edit_r
 from .journal import Journal, MemoryJournal
 from .lowrank import SVDCache
 from .search import BASELINE, Dist, Search, candidate_key
+from .selection import SelectionRule
 from .strategies import STRATEGIES, Strategy, check_grid, make_strategy, parse_layers
 
 from . import PAPER_RATES  # re-exported: the paper rates are part of this API
@@ -61,14 +63,12 @@ def _check_run_dir(out: Path, config: dict, rank: int) -> None:
         write_json(run_file, wanted)
 
 
-def _evaluators(tok, task, data, evaluator: str, calibrate: bool, batch_size: int, max_length: int):
+def _evaluator(tok, task, data, examples, evaluator: str, calibrate: bool, batch_size: int, max_length: int):
     from ..icl.evaluator import ClassifierEvaluator, ICLEvaluator
 
     if evaluator == "classifier":
-        return (ClassifierEvaluator(tok, task, data.val, batch_size, max_length),
-                ClassifierEvaluator(tok, task, data.test, batch_size, max_length))
-    return (ICLEvaluator(tok, task, data.demos, data.val, calibrate, batch_size),
-            ICLEvaluator(tok, task, data.demos, data.test, calibrate, batch_size))
+        return ClassifierEvaluator(tok, task, examples, batch_size, max_length)
+    return ICLEvaluator(tok, task, data.demos, examples, calibrate, batch_size)
 
 
 def check_search_args(strategy, svd_dtype: str, evaluator: str, reuse_overflow: str = "auto") -> None:
@@ -88,7 +88,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                batch_size: int = 16, max_length: int = 128, split: str = "validation", data_dir=None,
                out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
                record: dict | None = None, source: dict | None = None, reuse_memory: str | int | None = None,
-               reuse_overflow: str = "auto", svd_cache_memory: str | int | None = None) -> dict:
+               reuse_overflow: str = "auto", svd_cache_memory: str | int | None = None, guard: str = "on",
+               select: str = "accuracy", n_confirm: int | str = "auto", confirm_alpha: float = 0.05) -> dict:
     """Search SVD edits of ``model`` (loaded, unedited) on a task's validation examples; test the winner.
 
     ``strategy``: a registered name (paper, grid, greedy, or your own) or a :class:`Strategy` instance.
@@ -105,6 +106,15 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     it are kept on the CPU or recomputed from the nearest recorded layer (``reuse_overflow``: auto | cpu |
     recompute), with identical results. ``svd_cache_memory``: a budget for the SVD factors kept between
     candidates (default: no bound); factors beyond it are recomputed when needed, with identical results.
+
+    Selection (``leantune.svd.selection``): ``select`` ranks the candidates (accuracy | balanced_accuracy |
+    macro_f1). ``guard="on"`` adopts the winner only if it beats the unedited model on ``n_confirm`` held-out
+    confirmation examples (one-sided exact test at ``confirm_alpha``; ``"auto"``: up to 200 from the train pool
+    left after demonstrations and validation) and is not a label-prior shift; ``guard="off"`` is the paper's
+    plain selection. Either way the summary carries the statistics of validation, test and confirmation
+    (``stats``: balanced accuracy, macro-F1, confusion matrices, the constant predictor; ``change``: gained /
+    lost examples, McNemar's exact p, paired-bootstrap 95 % intervals), the decision (``selection``) and a
+    calibration control (``calibration_control``: the unedited model with contextual calibration).
     """
     from ..icl.splits import make_icl_data
     from ..tasks import Task, resolve_task
@@ -113,6 +123,10 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     rates = [float(r) for r in (rates.split(",") if isinstance(rates, str) else rates)]
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
     check_search_args(strategy, svd_dtype, evaluator, reuse_overflow)
+    rule = SelectionRule(guard, select, confirm_alpha).check()
+    if not (n_confirm == "auto" or (isinstance(n_confirm, int) and not isinstance(n_confirm, bool)
+                                    and n_confirm >= 0)):
+        raise LeantuneError(f"--n-confirm must be a count >= 0 or auto, not {n_confirm!r}")
     budget = parse_bytes(reuse_memory)
     factor_budget = parse_bytes(svd_cache_memory)  # read before anything is loaded or written
     task_obj = task if isinstance(task, Task) else resolve_task(task)
@@ -127,8 +141,12 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         parse_layers(",".join(str(x) for x in layers), arch.num_layers)
     check_grid(arch, modules, rates)
     data = make_icl_data(task_obj, shots if evaluator == "icl" else 0, n_val, n_test, seed, data_dir or "default",
-                         test_split=split)
-    val_eval, test_eval = _evaluators(tokenizer, task_obj, data, evaluator, calibrate, batch_size, max_length)
+                         test_split=split, n_confirm=n_confirm if rule.guard == "on" else 0)
+
+    def make_eval(examples):
+        return _evaluator(tokenizer, task_obj, data, examples, evaluator, calibrate, batch_size, max_length)
+
+    val_eval, test_eval = make_eval(data.val), make_eval(data.test)
     strat = strategy if isinstance(strategy, Strategy) else make_strategy(strategy, top_k=top_k, seed=seed)
 
     if dry_run:
@@ -147,43 +165,72 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         journal = MemoryJournal()
     cache = SVDCache(arch, getattr(torch, svd_dtype), max_bytes=factor_budget)
     search = Search(model, arch, val_eval, cache, journal, modules, dist, progress, reuse_memory=budget,
-                    reuse_overflow=reuse_overflow)
+                    reuse_overflow=reuse_overflow, select=rule.metric)
     t0 = time.perf_counter()
     outcome = search.run(strat, layer_list, rates)
     search_seconds = time.perf_counter() - t0
     if dist.rank != 0:
         return {}
 
-    chosen = [e for e in outcome.chosen if e.rate > 0]
+    winner = [e for e in outcome.chosen if e.rate > 0]
     cands = outcome.candidates
     results = search.state.results
-    base_val = results[BASELINE]["val_accuracy"]
-    best_val = results[candidate_key(chosen)]["val_accuracy"]
-    test_before = test_eval.evaluate(model, progress=progress)
-    with edited(arch, chosen, cache):
-        test_after = test_eval.evaluate(model, progress=progress)
+    base_rec, win_rec = results[BASELINE], results[candidate_key(winner)]
+    decision = _select(rule, model, arch, cache, val_eval, base_rec, win_rec, winner, data, make_eval, seed, progress)
+    chosen = winner if decision["adopted"] else []
+
+    test_before = test_eval.evaluate(model, progress=progress, desc="test: unedited")
+    test_winner = None
+    if winner:
+        with edited(arch, winner, cache):
+            test_winner = test_eval.evaluate(model, progress=progress, desc="test: winner")
+    test_after = test_winner if chosen else test_before
+    control = _calibration_control(model, tokenizer, search, val_eval, test_eval, base_rec, test_before,
+                                   test_after, seed, calibrate)
     edit = edit_record(model, cfg["model"], chosen, svd_dtype)
     if out_dir is not None:
         write_json(out_dir / "edit.json", edit)
-        write_jsonl(out_dir / "test_predictions.jsonl",
-                    [{**a, "pred_before": b["pred"], "correct_before": b["correct"]}
-                     for a, b in zip(test_after.predictions, test_before.predictions)])
+        rows = [{**a, "pred_before": b["pred"], "correct_before": b["correct"], "text": _example_text(task_obj, r)}
+                for a, b, r in zip(test_after.predictions, test_before.predictions, data.test)]
+        if winner and not chosen:  # the rejected winner's answers, for the report
+            for row, w in zip(rows, test_winner.predictions):
+                row["pred_winner"] = w["pred"]
+        write_jsonl(out_dir / "test_predictions.jsonl", rows)
         from ..report import plot_search_heatmap
 
         plot_search_heatmap([results[candidate_key(c)] for c in cands if len(c) <= 1], modules, rates,
                             out_dir / "heatmap.png", title=f"{task_obj.name}: validation accuracy by layer and rate",
-                            baseline=base_val)
+                            baseline=base_rec["val_accuracy"])
+    gold_val, gold_test = val_eval.gold, test_eval.gold
+    names = list(val_eval.label_names)
+    val_after_rec = win_rec if chosen else base_rec
+    tests = {"before": test_before.metrics["accuracy"], "after": test_after.metrics["accuracy"],
+             "n": test_after.metrics["n"],
+             "stats": _pair_stats(gold_test, [p["pred"] for p in test_before.predictions],
+                                  [p["pred"] for p in test_after.predictions], names, seed)}
+    if winner and not chosen:  # what the rejected winner would have scored: the guard's decision, checked
+        tests["winner"] = {"accuracy": test_winner.metrics["accuracy"],
+                           "stats": _pair_stats(gold_test, [p["pred"] for p in test_before.predictions],
+                                                [p["pred"] for p in test_winner.predictions], names, seed)}
+    selection_seconds = decision.pop("seconds")
+    decision.update(winner=[asdict(e) for e in winner], winner_validation=win_rec["val_accuracy"])
     summary = {
         "task": task_obj.name, "model": cfg["model"], "strategy": strategy_name, "chosen_edits": edit["edits"],
         "chosen_matrices": edit["matrices"],
-        "validation": {"before": base_val, "after": best_val, "n": results[BASELINE]["n_val"]},
-        "test": {"before": test_before.metrics["accuracy"], "after": test_after.metrics["accuracy"],
-                 "n": test_after.metrics["n"]},
+        "validation": {"before": base_rec["val_accuracy"], "after": val_after_rec["val_accuracy"],
+                       "n": base_rec["n_val"],
+                       "stats": _pair_stats(gold_val, base_rec["val_predictions"], val_after_rec["val_predictions"],
+                                            names, seed)},
+        "test": tests,
+        "selection": decision,
+        "calibration_control": control,
         "candidates": {"total": len({candidate_key(c) for c in cands}), "evaluated_this_run": search.state.evaluated_now},
-        "seconds": {"search_this_run": search_seconds, "test": test_before.metrics["seconds"]
-                    + test_after.metrics["seconds"]},
+        "seconds": {"search_this_run": search_seconds,
+                    "test": test_before.metrics["seconds"] + (test_winner.metrics["seconds"] if test_winner else 0),
+                    "selection": selection_seconds},
         "tokens_processed": {"search_this_run": search.state.tokens,
-                             "test": test_before.metrics["tokens_processed"] + test_after.metrics["tokens_processed"]},
+                             "test": test_before.metrics["tokens_processed"]
+                             + (test_winner.metrics["tokens_processed"] if test_winner else 0)},
         "paper_layer_choice": outcome.info, "examples": data.manifest(), "config": cfg,
         "model_source": source if source is not None else {"name": cfg["model"]}, "versions": versions(),
         "memory": {"reuse": search.reuse.memory() if search.reuse is not None else None,
@@ -191,7 +238,77 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     }
     if out_dir is not None:
         write_json(out_dir / "summary.json", summary)
+        from ..search_report import build_report
+
+        build_report(out_dir)  # from the files just written, exactly as `leantune report DIR` rebuilds it
     return {**summary, "edit": edit}
+
+
+def _example_text(task, record: dict) -> str:
+    """The query as the model saw it after the demonstrations (for the report's gained/lost examples)."""
+    return task.render_context(record)
+
+
+def _pair_stats(gold, before, after, names, seed: int) -> dict:
+    from ..stats import evaluation_stats, paired_change
+
+    return {"before": evaluation_stats(gold, before, names), "after": evaluation_stats(gold, after, names),
+            "change": paired_change(gold, before, after, seed=seed)}
+
+
+def _select(rule: SelectionRule, model, arch, cache, val_eval, base_rec, win_rec, winner, data, make_eval, seed,
+            progress) -> dict:
+    """The selection rule applied to the strategy's winner (see :mod:`leantune.svd.selection`)."""
+    from .selection import confirm, decide, label_shift
+
+    t0 = time.perf_counter()
+    names = list(val_eval.label_names)
+    out = {"guard": rule.guard, "metric": rule.metric, "confirm_alpha": rule.confirm_alpha, "confirmation": None,
+           "label_shift": None}
+    if winner:
+        shift_on, gold, before, after = "validation", val_eval.gold, base_rec["val_predictions"], win_rec["val_predictions"]
+        if rule.guard == "on" and data.confirm:
+            conf_eval = make_eval(data.confirm)
+            conf_before = conf_eval.evaluate(model, progress=progress, desc="confirmation: unedited")
+            with edited(arch, winner, cache):
+                conf_after = conf_eval.evaluate(model, progress=progress, desc="confirmation: winner")
+            gold = conf_eval.gold
+            before, after = [p["pred"] for p in conf_before.predictions], [p["pred"] for p in conf_after.predictions]
+            out["confirmation"] = confirm(gold, before, after, rule, seed)
+            shift_on = "confirmation"
+        out["label_shift"] = {**label_shift(gold, before, after, names), "split": shift_on}
+    adopted, reason = decide(rule, not winner, out["label_shift"], out["confirmation"])
+    return {**out, "adopted": adopted and bool(winner), "reason": reason, "seconds": time.perf_counter() - t0}
+
+
+def _calibration_control(model, tokenizer, search, val_eval, test_eval, base_rec, test_before, test_after, seed,
+                         calibrate: bool) -> dict:
+    """The unedited model with contextual calibration on validation and test, next to the edit: an edit that
+    is only a label-prior shift gets no more than calibration alone, with no edit at all."""
+    if calibrate:
+        return {"skipped": "the search itself uses contextual calibration (--calibrate)"}
+    val_base = search.reuse.baseline if search.reuse is not None else None
+    if val_base is None or not val_base.predictions or "logprobs" not in val_base.predictions[0]:
+        val_base = val_eval.evaluate(model, desc="calibration control")  # a classifier, or a strategy that recorded no baseline
+    val_cal = val_eval.calibration_control(model, tokenizer, val_base)
+    test_cal = test_eval.calibration_control(model, tokenizer, test_before)
+    if val_cal is None or test_cal is None:
+        return {"skipped": "contextual calibration applies to prompted classification (not multiple choice, "
+                           "not a classifier head)"}
+    names = list(val_eval.label_names)
+    gold = test_eval.gold
+    cal_preds = [p["pred"] for p in test_cal.predictions]
+    before = [p["pred"] for p in test_before.predictions]
+    after = [p["pred"] for p in test_after.predictions]
+    vs_unedited = _pair_stats(gold, before, cal_preds, names, seed)
+    edit_gain = test_after.metrics["accuracy"] - test_before.metrics["accuracy"]
+    cal_gain = test_cal.metrics["accuracy"] - test_before.metrics["accuracy"]
+    return {"validation": {"accuracy": val_cal.metrics["accuracy"],
+                           "balanced_accuracy": val_cal.metrics["balanced_accuracy"]},
+            "test": {"accuracy": test_cal.metrics["accuracy"], "stats": vs_unedited},
+            "content_free_probs": test_cal.metrics["content_free_probs"],
+            "edit_vs_calibration": _pair_stats(gold, cal_preds, after, names, seed)["change"],
+            "matches_edit_gain": bool(edit_gain > 0 and cal_gain >= edit_gain)}
 
 
 def _dry_run(strategy: Strategy, layers, modules, rates, num_layers, val_eval) -> dict:

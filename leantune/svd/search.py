@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..arch import ArchMap
 from ..icl.evaluator import EvalResult, Evaluator, LayerReuse
+from ..stats import METRICS
 from .edits import Edit, edited
 from .journal import Journal
 from .lowrank import SVDCache
@@ -53,8 +54,9 @@ class SearchState:
 class Search:
     def __init__(self, model, arch: ArchMap, evaluator: Evaluator, cache: SVDCache, journal: Journal, modules: list[str],
                  dist: Dist | None = None, progress: bool = True, reuse_memory: int | None = None,
-                 reuse_overflow: str = "auto"):
+                 reuse_overflow: str = "auto", select: str = "accuracy"):
         self.model, self.arch, self.evaluator, self.cache = model, arch, evaluator, cache
+        self.select = select  # the metric that ranks candidates (leantune.stats.METRICS), from val predictions
         self.reuse_memory, self.reuse_overflow = reuse_memory, reuse_overflow  # see Evaluator.layer_reuse
         self.journal, self.modules = journal, modules
         self.dist = dist or Dist()
@@ -65,7 +67,8 @@ class Search:
     # --- evaluation of one candidate -------------------------------------------------------
     def prepare_reuse(self, layers: set[int]) -> None:
         """Before the candidates at ``layers``: let the evaluator record the unedited model once (if it can)."""
-        self.reuse = self.evaluator.layer_reuse(self.model, self.arch, layers, self.reuse_memory, self.reuse_overflow)
+        self.reuse = self.evaluator.layer_reuse(self.model, self.arch, layers, self.reuse_memory, self.reuse_overflow,
+                                                progress=self.progress and self.dist.rank == 0)
 
     def _evaluate_edited(self, live: list[Edit]) -> EvalResult:
         if self.reuse is None:
@@ -92,8 +95,10 @@ class Search:
         mine = {}
         for i, edits in enumerate(candidates):
             key = candidate_key(edits)
-            if key in self.state.results or key in mine:
-                rec = self.state.results.get(key) or mine[key]
+            if key in mine:
+                continue  # rate 0 of every (layer, module) is the one baseline: counted once
+            if key in self.state.results:
+                rec = self.state.results[key]
             elif not self.dist.mine(i):
                 continue
             else:
@@ -109,9 +114,16 @@ class Search:
         self.state.results.update(merged)
         return {candidate_key(c): self.state.results[candidate_key(c)] for c in candidates}
 
+    def score(self, record: dict) -> float:
+        """The selection metric of a journaled candidate. Accuracy is stored; the others are recomputed from
+        its validation predictions, so a journal can be re-ranked by any metric without evaluating again."""
+        if self.select == "accuracy":
+            return record["val_accuracy"]
+        return METRICS[self.select](self.evaluator.gold, record["val_predictions"])
+
     def best(self, candidates: list[list[Edit]]) -> list[Edit]:
         def key(c):
-            return tie_key([e for e in c if e.rate > 0], self.state.results[candidate_key(c)]["val_accuracy"],
+            return tie_key([e for e in c if e.rate > 0], self.score(self.state.results[candidate_key(c)]),
                            self.modules)
         return max(candidates, key=key)
 
@@ -134,7 +146,9 @@ class Search:
         o = self.run("greedy", layers, rates)
         return o.chosen, o.candidates
 
-    def bar(self, total: int):
+    def bar(self, candidates: list[list[Edit]] | int):
+        """The candidates phase's progress: one step per distinct candidate (all rates 0 are one baseline)."""
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc="svd search", unit="cand", disable=not self.progress or self.dist.rank != 0)
+        total = candidates if isinstance(candidates, int) else len({candidate_key(c) for c in candidates})
+        return tqdm(total=total, desc="candidates", unit="cand", disable=not self.progress or self.dist.rank != 0)

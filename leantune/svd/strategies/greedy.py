@@ -1,7 +1,7 @@
 """``greedy``: LASER-style composition from the deepest layer down.
 
 At each layer try every (module, rate) on top of the edits kept so far and keep the best one only if
-validation accuracy improves.
+the validation selection metric (accuracy unless ``--select`` says otherwise) improves.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ class Greedy(Strategy):
         search.prepare_reuse(set(layers))
         kept: list[Edit] = []
         all_cands = [[]]
-        with search.bar(1 + len(layers) * len(search.modules) * len(live_rates)) as bar:
+        with search.bar(1 + len(layers) * len(search.modules) * len(live_rates)) as bar:  # an upper bound
             search.run_candidates([[]], bar)
-            current = search.state.results[BASELINE]["val_accuracy"]
+            current = search.score(search.state.results[BASELINE])
             for layer in sorted(layers, reverse=True):  # deepest first: kept edits stay above the next layer
                 step = [kept + [Edit(layer, m, r)] for m in search.modules for r in live_rates]
                 all_cands += step
                 search.run_candidates(step, bar)
                 top = search.best(step)
-                acc = search.state.results[candidate_key(top)]["val_accuracy"]
+                acc = search.score(search.state.results[candidate_key(top)])
                 if acc > current:
                     kept, current = top, acc
         return Outcome(kept, all_cands)

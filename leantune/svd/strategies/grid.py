@@ -14,6 +14,6 @@ class Grid(Strategy):
     def run(self, search, layers, rates) -> Outcome:
         cands = [[]] + grid_candidates(layers, search.modules, rates)
         search.prepare_reuse({e.layer for c in cands for e in c})
-        with search.bar(len(cands)) as bar:
+        with search.bar(cands) as bar:
             search.run_candidates(cands, bar)
         return Outcome(search.best(cands), cands)

@@ -27,7 +27,7 @@ class Paper(Strategy):
             info[module] = {"chosen_layer": layer, "top_k": self.top_k, "condition_numbers": conds}
             cands += [[Edit(layer, module, r)] for r in rates]
         search.prepare_reuse(set(chosen.values()))
-        with search.bar(len(cands)) as bar:
+        with search.bar(cands) as bar:
             search.run_candidates(cands, bar)
         return Outcome(search.best(cands), cands, info)
 
