@@ -101,18 +101,35 @@ def _ft_row(config, lr, seed=0, task="sst2", score=0.8):
 
 def test_finetune_plan_selects_lrs_first_then_resumes_the_grid():
     grid = {"lora": [5e-4, 2e-3], "full": [1e-4, 5e-4], "full_ft": [5e-5, 2e-4]}
-    first = ft.plan(["minilm"], ["sst2"], [0], grid, [])
+    first = ft.plan(["minilm"], ["sst2"], [0], grid, [], fair=False)
     assert [u[2] for u in first[:4]] == ["lora/qv_l1"] * 2 + ["full/qv_l1"] * 2  # the lr selections
     rows = [_ft_row("lora/qv_l1", 5e-4, score=0.84), _ft_row("lora/qv_l1", 2e-3, score=0.87),
             _ft_row("full/qv_l1", 1e-4), _ft_row("full/qv_l1", 5e-4)]
-    todo = ft.plan(["minilm"], ["sst2"], [0], grid, rows)
+    todo = ft.plan(["minilm"], ["sst2"], [0], grid, rows, fair=False)
     assert todo[0] == ("minilm", "sst2", "lora/qkv_l1", 2e-3, 0)  # LoRA grid at the chosen lr, qv_l1 already done
-    seeds = ft.plan(["minilm"], ["sst2", "rte"], [0, 1], grid, rows)
+    seeds = ft.plan(["minilm"], ["sst2", "rte"], [0, 1], grid, rows, fair=False)
     assert [u[4] for u in seeds if u[1] == "sst2" and u[2].startswith("lora/")] == [0] * 6 + [1] * 7
     assert seeds.index(("minilm", "rte", "lora/qv_l1", 2e-3, 0)) > seeds.index(("minilm", "sst2", "lora/qv_l8", 2e-3, 1))
     assert all(u[3] == 2e-3 for u in todo if u[2].startswith("lora/"))
     rows.append(_ft_row(todo[0][2], 2e-3))
-    assert ft.plan(["minilm"], ["sst2"], [0], grid, rows)[0] == todo[1]
+    assert ft.plan(["minilm"], ["sst2"], [0], grid, rows, fair=False)[0] == todo[1]
+
+
+def test_fair_lambda_protocol_gives_each_lambda_its_own_lr_then_seeds():
+    grid = {"lora": [5e-4, 2e-3], "full": [1e-4, 5e-4], "full_ft": [5e-5, 2e-4]}
+    first = ft.plan(["minilm"], ["sst2"], [0, 1, 2], grid, [])
+    assert first[0] == ("minilm", "sst2", "lora/qv_l8", min(ft.FAIR_LRS), 0)  # large lambda, small lr first
+    assert len({(u[2], u[3]) for u in first[:4 * len(ft.FAIR_LRS)]}) == 4 * len(ft.FAIR_LRS)
+    scores = {"qv_l1": {2e-3: 0.87}, "qv_l2": {1e-3: 0.88}, "qv_l4": {5e-4: 0.875}, "qv_l8": {2.5e-4: 0.86}}
+    rows = [_ft_row(f"lora/{c}", lr, score=scores[c].get(lr, 0.7)) for c in ft.LAMBDAS for lr in ft.FAIR_LRS]
+    assert ft.fair_best(rows) == {"qv_l1": 2e-3, "qv_l2": 1e-3, "qv_l4": 5e-4, "qv_l8": 2.5e-4}
+    todo = ft.fair_plan([0, 1, 2], rows)
+    seeds = [u for u in todo if u[4] != 0]
+    assert ("minilm", "sst2", "lora/qv_l2", 1e-3, 1) in seeds and ("minilm", "sst2", "lora/qv_l8", 2.5e-4, 2) in seeds
+    full = [u for u in todo if u[2].startswith("full/")]
+    assert {u[2] for u in full} == {"full/qv_l1", "full/qv_l2"}  # lambda 1 vs the best lambda (2 here)
+    md = ft.fair_summary(rows)
+    assert "| 2 | 70.00 | 70.00 | 70.00 | 88.00 | 70.00 | 0.001 |" in md
 
 
 def test_finetune_summary_quotes_the_runs(tmp_path, monkeypatch):
