@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import LeantuneError
+from .outputs import DISK_ERRNOS
 
 SOURCE_FILE = "leantune_source.json"
 _FORMAT = 1  # bump when the cached folder's layout changes, so stale caches are rebuilt
@@ -93,13 +94,18 @@ def materialize(path: Path, progress: bool = True) -> Path:
         except json.JSONDecodeError:
             pass  # a damaged record: rebuild below
     header = read_header(path)
+    # the cache must take the result before the long conversion starts: probe it now (one line if it cannot)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=target.parent))
+    except OSError as e:
+        raise LeantuneError(f"the model cache {e.filename or target.parent} cannot be written ({e.strerror}); set "
+                            "LEANTUNE_CACHE to a writable folder with room for the converted weights") from None
     if progress:
         print(f"leantune: converting {path.name} ({header['quantization']}, {header['architecture']}) to a cached "
               f"safetensors copy in {target} (once; later loads take seconds)", file=sys.stderr, flush=True)
-    model, tokenizer = _load_through_transformers(path, header)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=target.parent))
-    try:
+    try:  # the temporary folder goes on every exit path (SIGTERM too: the CLI turns it into an exception)
+        model, tokenizer = _load_through_transformers(path, header)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         source = {"format": _FORMAT, "file": str(path.resolve()), "sha256": sha, **header,
@@ -108,6 +114,11 @@ def materialize(path: Path, progress: bool = True) -> Path:
         if target.exists():  # a stale or damaged copy: replace it whole
             shutil.rmtree(target)
         os.replace(tmp, target)  # atomic: a crash never leaves a half-written cache entry in place
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        raise LeantuneError(f"the model cache {e.filename or target.parent} cannot be written ({e.strerror}); "
+                            "free space or set LEANTUNE_CACHE to another folder") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

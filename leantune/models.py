@@ -169,6 +169,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]
     kwargs = {}
+    made_offload = False
     device_map, max_memory = parse_device_map(device_map), parse_max_memory(max_memory)
     if device_map is not None:
         if device:
@@ -178,6 +179,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
             import tempfile
 
             kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="leantune-offload-")
+            made_offload = offload_folder is None
     elif max_memory is not None:
         raise LeantuneError("--max-memory applies with --device-map (e.g. --device-map auto)")
     else:
@@ -188,6 +190,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
         config.num_labels = num_labels
     from safetensors import SafetensorError  # a truncated or foreign weights file
 
+    model = None
     try:
         model = auto.from_pretrained(where, config=config, dtype=DTYPES[dtype], use_safetensors=True,
                                      trust_remote_code=trust_remote_code, **kwargs)
@@ -197,9 +200,25 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeantuneError(f"cannot load {name} as {head}: {first}") from None
+    finally:
+        if made_offload and model is None:  # a failed load leaves no offload folder behind
+            import shutil
+
+            shutil.rmtree(kwargs["offload_folder"], ignore_errors=True)
     if device:
         model.to(device)
+    if made_offload:
+        _remove_with(model, kwargs["offload_folder"])
     return model.eval()
+
+
+def _remove_with(model, folder: str) -> None:
+    """The offload folder we made lives as long as the model that reads from it: removed when the model is
+    collected or the process exits (SIGTERM included: the CLI turns it into an orderly exit)."""
+    import shutil
+    import weakref
+
+    weakref.finalize(model, shutil.rmtree, folder, True)
 
 
 def _map_for_head(device_map: dict, auto, config) -> dict:

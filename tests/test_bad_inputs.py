@@ -21,6 +21,7 @@ import transformers as tf
 from ft_helpers import model_dir, sentences, write_csv
 from leantune.cli import main
 from leantune.models import gpt2_tokenizer_offline
+from leantune.outputs import claim
 from tiny import TINY_CONFIGS
 
 TOK = gpt2_tokenizer_offline()
@@ -218,8 +219,8 @@ CASES = [
     ("--layers 9", SEARCH + ["--layers", "9"], "layer 9 is out of range", None),
     ("--modules mlp_gate", SEARCH + ["--modules", "mlp_gate"], "module 'mlp_gate' is unknown", None),
     ("--n-val 0", SEARCH + ["--n-val", "0"], "--n-val must be an integer >= 1", None),
-    ("damaged run.json", SEARCH, "run.json is damaged",
-     lambda ws, fx: _file(ws, "prev/run.json", '{"model": ')),
+    ("damaged run.json", SEARCH, "run.json is damaged",  # in the search's own folder (listed by its manifest)
+     lambda ws, fx: (_file(ws, "prev/run.json", '{"model": '), claim(ws / "prev", "icl search", ["run.json"]))[0]),
     # 10, 14: edit files
     ("#10 edit without edits", APPLY + ["{bad_edit}"], "missing the field 'edits'",
      lambda ws, fx: _edit(ws, fx, lambda d: d.pop("edits"))),
@@ -303,7 +304,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_output(case, fx, tmp_path, m
     name, argv, expected, setup = case
     ws = tmp_path
     (ws / "prev").mkdir()
-    (ws / "prev" / "metrics.json").write_text('{"accuracy": 0.75}\n')  # a previous good result
+    (ws / "prev" / "metrics.json").write_text('{"accuracy": 0.75}\n')  # a previous good result of this command
+    claim(ws / "prev", " ".join(argv[:2] if argv[0] in ("icl", "lab") else argv[:1]), ["metrics.json"])
     places = {k: str(v) for k, v in fx.items()}
     places.update({"prev": str(ws / "prev"), "ws": str(ws)})
     if setup:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import LeantuneError
 from ..options import option
+from ..outputs import OVERWRITE_HELP
 
 TARGETS = ("qv", "qkv", "qk", "q", "v", "k", "attn", "all")
 
@@ -115,6 +116,7 @@ class FinetuneConfig:
                                 "grad-accum x processes")
     trust_remote_code: bool = option(False)
     quiet: bool = option(False, "no progress bar")
+    overwrite: bool = option(False, OVERWRITE_HELP, recorded=False)
     export_peft: bool = option(True, "skip the PEFT-format copy of a LoRA adapter (config key: export_peft: false)",
                                off_flag="--no-peft-export")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..options import option
+from ..outputs import OVERWRITE_HELP
 
 TASK_HELP = ("(required) task name (sst2, rte, cb, copa, mrpc, emoc, agnews, boolq) or a task file (.yaml/.json)")
 DTYPE_HELP = "auto (the checkpoint's own) | float32 | bfloat16 | float16"
@@ -13,6 +14,10 @@ DTYPE_HELP = "auto (the checkpoint's own) | float32 | bfloat16 | float16"
 
 def dtype_option(default: str = "auto"):
     return option(default, DTYPE_HELP)
+
+
+def overwrite_option():
+    return option(False, OVERWRITE_HELP, recorded=False)  # not part of a run's identity: a resume may add it
 
 
 def device_option():

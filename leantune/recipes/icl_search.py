@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..options import build, option
 from ..svd import PAPER_RATES
-from .common import ICLCommon, Recipe
+from .common import ICLCommon, Recipe, overwrite_option
 
 
 @dataclass
@@ -42,6 +42,7 @@ class SearchConfig(ICLCommon):
                                                 "(default: no bound); factors beyond it are recomputed when "
                                                 "needed, with identical results", metavar="SIZE")
     out: str = option("runs/search", "results; rerun to resume", metavar="DIR")
+    overwrite: bool = overwrite_option()
     wait_lock: bool = option(False, "if another search holds --out, wait for it to finish instead of refusing",
                              recorded=False)
 
@@ -66,11 +67,19 @@ def icl_search(model: str | SearchConfig | None = None, task: str | None = None,
                     **options)
     if cfg.dry_run:  # writes nothing: no lock
         return _search(cfg, progress)
+    from ..outputs import check_out_folder
     from ..svd.runlock import search_lock
+
+    # before the lock makes the folder: a folder of other files, or an input, is refused at once
+    check_out_folder("--out", cfg.out, "icl search", cfg.overwrite, _inputs(cfg))
 
     rank = int(os.environ.get("RANK", "0"))  # torchrun / accelerate set it; the search's own Dist agrees
     with search_lock(Path(cfg.out), rank, wait=cfg.wait_lock):
         return _search(cfg, progress)
+
+
+def _inputs(cfg: SearchConfig) -> dict:
+    return {"model": cfg.model, "task file": cfg.task, "data folder": cfg.data_dir, "tokenizer": cfg.tokenizer}
 
 
 def _search(cfg: SearchConfig, progress: bool) -> dict:
@@ -101,7 +110,8 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
                          batch_size=cfg.batch_size, max_length=max_length, split=cfg.split, data_dir=cfg.data_dir,
                          out=None if cfg.dry_run else cfg.out, dry_run=cfg.dry_run, progress=progress, record=record,
                          source=None if cfg.dry_run else model_source(cfg.model), reuse_memory=cfg.reuse_memory,
-                         reuse_overflow=cfg.reuse_overflow, svd_cache_memory=cfg.svd_cache_memory)
+                         reuse_overflow=cfg.reuse_overflow, svd_cache_memory=cfg.svd_cache_memory,
+                         overwrite=cfg.overwrite)
     summary.pop("edit", None)  # the CLI's summary is summary.json's content; the edit is in edit.json
     return summary
 

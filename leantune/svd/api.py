@@ -15,6 +15,7 @@ import torch
 
 from ..arch import get_arch
 from ..errors import LeantuneError
+from ..outputs import MANIFEST, check_out_folder, claim, disk_errors, foreign_files
 from ..precision import model_dtype, parse_bytes
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import Edit, apply_edits, check_edit_fits, check_edit_schema, edit_record, edited, read_edit_file
@@ -88,7 +89,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                batch_size: int = 16, max_length: int = 128, split: str = "validation", data_dir=None,
                out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
                record: dict | None = None, source: dict | None = None, reuse_memory: str | int | None = None,
-               reuse_overflow: str = "auto", svd_cache_memory: str | int | None = None) -> dict:
+               reuse_overflow: str = "auto", svd_cache_memory: str | int | None = None,
+               overwrite: bool = False) -> dict:
     """Search SVD edits of ``model`` (loaded, unedited) on a task's validation examples; test the winner.
 
     ``strategy``: a registered name (paper, grid, greedy, or your own) or a :class:`Strategy` instance.
@@ -105,6 +107,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     it are kept on the CPU or recomputed from the nearest recorded layer (``reuse_overflow``: auto | cpu |
     recompute), with identical results. ``svd_cache_memory``: a budget for the SVD factors kept between
     candidates (default: no bound); factors beyond it are recomputed when needed, with identical results.
+    ``overwrite``: allow an ``out`` that holds files leantune did not write (see :mod:`leantune.outputs`).
     """
     from ..icl.splits import make_icl_data
     from ..tasks import Task, resolve_task
@@ -140,8 +143,16 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
 
     dist = _dist()
     out_dir = Path(out) if out is not None else None
+    before: set[str] = set()
     if out_dir is not None:
-        _check_run_dir(out_dir, cfg, dist.rank)
+        with disk_errors(f"--out {out_dir}"):
+            if dist.rank == 0:  # a search writes in place (it resumes): the folder must be its own
+                check_out_folder("--out", out_dir, "icl search", overwrite)
+                before = set(foreign_files(out_dir, limit=10**9)) if overwrite and out_dir.is_dir() else set()
+                if (out_dir / "run.json").exists():
+                    _check_run_dir(out_dir, cfg, dist.rank)  # another search's folder: refused, nothing written
+                claim(out_dir, "icl search", search_files(dist.world))
+            _check_run_dir(out_dir, cfg, dist.rank)
         journal = Journal(out_dir, dist.rank, dist.world)
     else:
         journal = MemoryJournal()
@@ -149,7 +160,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     search = Search(model, arch, val_eval, cache, journal, modules, dist, progress, reuse_memory=budget,
                     reuse_overflow=reuse_overflow)
     t0 = time.perf_counter()
-    outcome = search.run(strat, layer_list, rates)
+    with disk_errors(f"--out {out_dir}"):  # a full disk while journaling: one line; finished candidates are kept
+        outcome = search.run(strat, layer_list, rates)
     search_seconds = time.perf_counter() - t0
     if dist.rank != 0:
         return {}
@@ -164,15 +176,16 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         test_after = test_eval.evaluate(model, progress=progress)
     edit = edit_record(model, cfg["model"], chosen, svd_dtype)
     if out_dir is not None:
-        write_json(out_dir / "edit.json", edit)
-        write_jsonl(out_dir / "test_predictions.jsonl",
-                    [{**a, "pred_before": b["pred"], "correct_before": b["correct"]}
-                     for a, b in zip(test_after.predictions, test_before.predictions)])
         from ..report import plot_search_heatmap
 
-        plot_search_heatmap([results[candidate_key(c)] for c in cands if len(c) <= 1], modules, rates,
-                            out_dir / "heatmap.png", title=f"{task_obj.name}: validation accuracy by layer and rate",
-                            baseline=base_val)
+        with disk_errors(f"--out {out_dir}"):
+            write_json(out_dir / "edit.json", edit)
+            write_jsonl(out_dir / "test_predictions.jsonl",
+                        [{**a, "pred_before": b["pred"], "correct_before": b["correct"]}
+                         for a, b in zip(test_after.predictions, test_before.predictions)])
+            plot_search_heatmap([results[candidate_key(c)] for c in cands if len(c) <= 1], modules, rates,
+                                out_dir / "heatmap.png",
+                                title=f"{task_obj.name}: validation accuracy by layer and rate", baseline=base_val)
     summary = {
         "task": task_obj.name, "model": cfg["model"], "strategy": strategy_name, "chosen_edits": edit["edits"],
         "chosen_matrices": edit["matrices"],
@@ -190,8 +203,23 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                    "dtype": str(model_dtype(model)).removeprefix("torch.")},
     }
     if out_dir is not None:
-        write_json(out_dir / "summary.json", summary)
+        with disk_errors(f"--out {out_dir}"):
+            write_json(out_dir / "summary.json", summary)
+            # whatever else this run wrote is listed too (the folder stays ours); files that were there before
+            # an --overwrite run are not
+            claim(out_dir, "icl search", [f for f in _files_of(out_dir) if f not in before])
     return {**summary, "edit": edit}
+
+
+def search_files(world: int) -> list[str]:
+    """What a search writes in its folder, listed before it is written (a killed run's folder stays ours)."""
+    names = ["run.json", "candidates.jsonl", "summary.json", "edit.json", "heatmap.png", "test_predictions.jsonl"] \
+        + [f"candidates.rank{r}.jsonl" for r in range(world)]
+    return names + [n + ".tmp" for n in names if n.endswith(".json") or n.endswith(".jsonl")]
+
+
+def _files_of(folder: Path) -> list[str]:
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST]
 
 
 def _dry_run(strategy: Strategy, layers, modules, rates, num_layers, val_eval) -> dict:
