@@ -103,6 +103,11 @@ def _file(ws: Path, name: str, text: str | bytes = "not a folder") -> dict:
     return {"file": ws / name}
 
 
+def _data(ws: Path, text: str, name: str = "bad.csv") -> dict:
+    (ws / name).write_text(text)
+    return {"bad_train": ws / name}
+
+
 def _drop(key):
     def change(meta):
         meta.pop(key)
@@ -128,6 +133,9 @@ APPLY = ["icl", "apply", "--model", "{gpt2}", "--out", "{prev}", "--edit"]
 FT = ["finetune", "--model", "{bert}", "--train-file", "{train}", "--text-columns", "text", "--max-length", "16",
       "--batch-size", "8", "--quiet", "--out", "{prev}"]
 FT_NO_OUT = FT[:-2]
+FT_BAD = ["finetune", "--model", "{bert}", "--train-file", "{bad_train}", "--text-columns", "text", "--max-length", "16",
+          "--batch-size", "8", "--quiet", "--max-steps", "1", "--out", "{prev}"]
+_JSONL = "".join(f'{{"text": "good film {i}", "label": {i % 2}}}\n' for i in range(6))
 
 # (id, argv, expected words in the one error line, setup(ws, fx) -> placeholders or None)
 CASES = [
@@ -266,6 +274,17 @@ CASES = [
     ("--max-steps and --epochs", FT + ["--max-steps", "2", "--epochs", "1"], "either --max-steps or --epochs",
      None),
     ("train file missing", FT_NO_OUT + ["--out", "{prev}", "--train-file", "{prev}/none.csv"], "none.csv", None),
+    # issue 21, item 2: labels are read once, where the data enters; every record is checked
+    ("21/2 JSON null label", FT_BAD, "record 7 has no label",
+     lambda ws, fx: _data(ws, _JSONL + '{"text": "bad film", "label": null}\n', "bad.jsonl")),
+    ("21/2 missing CSV label field", FT_BAD, "record 3 has no label",
+     lambda ws, fx: _data(ws, "text,label\ngood film,1\nbad film,0\nso so film\n")),
+    ("21/2 empty CSV label", FT_BAD, "record 2 has no label",
+     lambda ws, fx: _data(ws, "text,label\ngood film,1\nbad film, \nfine film,0\n")),
+    ("21/2 a later record without the label key", FT_BAD, "record 7 has no label",
+     lambda ws, fx: _data(ws, _JSONL + '{"text": "bad film", "y": 0}\n', "bad.jsonl")),
+    ("21/2 a later record without the text key", FT_BAD, "record 7 has no value for the text column 'text'",
+     lambda ws, fx: _data(ws, _JSONL + '{"sentence": "bad film", "label": 0}\n', "bad.jsonl")),
     # 12: lab and demo
     ("#12 lab study --shots a,b", ["lab", "study", "--shots", "a,b", "--out", "{prev}"], "'a' is not an integer;",
      None),
