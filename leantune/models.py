@@ -137,8 +137,14 @@ def load_config(name: str, trust_remote_code: bool = False):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise LeantuneError(f"{local} is not valid JSON ({e}); fix it or save the model again "
                                 "with save_pretrained") from None
+    from huggingface_hub.errors import StrictDataclassError  # a config.json value of the wrong type
+
     try:
         return AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except StrictDataclassError as e:
+        first = " ".join(str(e).split())
+        raise LeantuneError(f"{local if local.is_file() else name}: {first}; fix config.json or save the model "
+                            "again") from None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeantuneError(f"cannot read the config of {name}: {first}") from None
@@ -200,6 +206,12 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeantuneError(f"cannot load {name} as {head}: {first}") from None
+    except RuntimeError as e:
+        if "mismatched_sizes" not in str(e) and "size mismatch" not in str(e):
+            raise  # not the weights-vs-config case below: a bug or a fault to see in full
+        raise LeantuneError(f"the weights of {name} do not match its config.json (tensor shapes differ, e.g. a "
+                            "hidden size or layer count edited by hand, or a config from another model); restore "
+                            "the config the weights were saved with") from None
     finally:
         if made_offload and model is None:  # a failed load leaves no offload folder behind
             import shutil
@@ -234,11 +246,22 @@ def _map_for_head(device_map: dict, auto, config) -> dict:
     return {k.removeprefix(prefix + "."): v for k, v in device_map.items() if k.startswith(prefix + ".")}
 
 
+class BadConfig(LeantuneError):
+    """A model's config.json that cannot be read (another --tokenizer would not help)."""
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
+    except StrictDataclassError:  # the tokenizer reads config.json too: the same one line as a model load
+        try:
+            load_config(name, trust_remote_code)
+        except LeantuneError as e:
+            raise BadConfig(str(e)) from None
+        raise
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeantuneError(f"cannot load the tokenizer of {name}: {first}") from None
@@ -254,6 +277,8 @@ def tokenizer_for(model_name: str, tokenizer: str | None = None, trust_remote_co
     else:
         try:
             tok = load_tokenizer(tokenizer or model_name, trust_remote_code)
+        except BadConfig:
+            raise  # the model's config.json is the problem, not the choice of tokenizer
         except LeantuneError as e:
             raise LeantuneError(f"{e}; pass --tokenizer (a hub id, a directory, or gpt2-offline)") from None
     if need_pad and tok.pad_token is None:

@@ -108,6 +108,15 @@ def _data(ws: Path, text: str, name: str = "bad.csv") -> dict:
     return {"bad_train": ws / name}
 
 
+def _config(ws: Path, fx: dict, change) -> dict:
+    d = ws / "model"
+    shutil.copytree(fx["gpt2"], d)
+    cfg = json.loads((d / "config.json").read_text())
+    change(cfg)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return {"bad_model": d}
+
+
 def _drop(key):
     def change(meta):
         meta.pop(key)
@@ -285,6 +294,33 @@ CASES = [
      lambda ws, fx: _data(ws, _JSONL + '{"text": "bad film", "y": 0}\n', "bad.jsonl")),
     ("21/2 a later record without the text key", FT_BAD, "record 7 has no value for the text column 'text'",
      lambda ws, fx: _data(ws, _JSONL + '{"sentence": "bad film", "label": 0}\n', "bad.jsonl")),
+    # issue 21, item 3: every --config value against its field's type, after the merge; all mistakes named
+    ("21/3 calibrate: 'no'", ICL_EVAL + ["--config", "{file}"], "--calibrate must be true or "
+     "false, got 'no'", lambda ws, fx: _file(ws, "c.yaml", "calibrate: 'no'\n")),
+    ("21/3 dry_run: 'false'", SEARCH + ["--config", "{file}"], "--dry-run must be true or false",
+     lambda ws, fx: _file(ws, "c.yaml", "dry_run: 'false'\n")),
+    ("21/3 shots: null", ["icl", "eval", "--model", "{gpt2}", "--task", "sst2", "--config", "{file}"], "--shots must be an integer, got null",
+     lambda ws, fx: _file(ws, "c.json", '{"shots": null}')),
+    ("21/3 a mapping where a list belongs", SEARCH + ["--config", "{file}"], "--modules must be "
+     "a string or a list, got {'mlp': 1}", lambda ws, fx: _file(ws, "c.yaml", "modules: {mlp: 1}\n")),
+    ("21/3 int, dict and list where strings belong", FT + ["--config", "{file}"],
+     "--label-column must be a string, got {'a': 1}; --tokenizer must "
+     "be a string, got 7", lambda ws, fx: _file(ws, "c.yaml", "tokenizer: 7\nlabel_column: {a: 1}\n")),
+    ("21/3 a list where a path belongs", ICL_EVAL + ["--config", "{file}"], "--data-dir must be "
+     "a string, got ['a']", lambda ws, fx: _file(ws, "c.yaml", "data_dir: [a]\n")),
+    ("21/3 --layers ''", SEARCH + ["--layers", ""], "--layers is empty", None),
+    ("21/3 --modules ''", SEARCH + ["--modules", ""], "--modules is empty", None),
+    # issue 21, item 8: three old crashes and three unclear messages
+    ("21/8 an encoder in icl eval", ["icl", "eval", "--model", "{bert}", "--tokenizer", "{bert}", "--task", "sst2",
+                                     "--shots", "1", "--n-eval", "4", "--quiet"], "is an encoder (bert), not a causal LM",
+     None),
+    ("21/8 config.json sizes do not match the weights", ICL_EVAL + ["--model", "{bad_model}"],
+     "do not match its config.json", lambda ws, fx: _config(ws, fx, _set(["n_embd"], 64))),
+    ("21/8 config.json value of the wrong type", ICL_EVAL + ["--model", "{bad_model}"],
+     "Field 'n_layer' expected int, got str", lambda ws, fx: _config(ws, fx, _set(["n_layer"], "two"))),
+    ("21/8 a task file named .txt", ICL_EVAL + ["--task", "{file}"], "a task file is .yaml, .yml or .json",
+     lambda ws, fx: _file(ws, "task.txt", "name: mine\n")),
+    ("21/8 --edit is a folder", ICL_EVAL + ["--edit", "{prev}"], "is a folder", None),
     # 12: lab and demo
     ("#12 lab study --shots a,b", ["lab", "study", "--shots", "a,b", "--out", "{prev}"], "'a' is not an integer;",
      None),

@@ -172,6 +172,9 @@ def build_config(file: str | Path | None = None, **overrides) -> FinetuneConfig:
     unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:
         raise LeantuneError(f"unknown fine-tuning option(s): {', '.join(unknown)}")
+    from ..validate import check_types
+
+    check_types(FinetuneConfig, values)  # the command line's type check, for the file and the keywords
     try:
         cfg = FinetuneConfig(**values)
     except TypeError as e:

@@ -60,6 +60,6 @@ class ICLCommon:
     data_dir: str | None = option(None, "local data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
     dtype: str = dtype_option()
     device: str | None = device_option()
-    device_map: str | None = device_map_option()
+    device_map: str | dict | None = device_map_option()  # a dict: a library call's own map
     max_memory: str | None = max_memory_option()
     trust_remote_code: bool = option(False)

@@ -19,7 +19,7 @@ class ApplyConfig:
     tokenizer: str | None = option(None, "tokenizer to save beside the model (default: the model's)")
     dtype: str = dtype_option()
     device: str | None = device_option()
-    device_map: str | None = device_map_option()
+    device_map: str | dict | None = device_map_option()  # a dict: a library call's own map
     max_memory: str | None = max_memory_option()
     trust_remote_code: bool = option(False)
     overwrite: bool = overwrite_option()

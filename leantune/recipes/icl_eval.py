@@ -21,7 +21,7 @@ class EvalConfig(ICLCommon):
 def icl_eval(model: str | EvalConfig | None = None, task: str | None = None, *, progress: bool = True,
              **options) -> dict:
     """ICL accuracy of a model given by name: one :class:`EvalConfig`, or its fields as keywords."""
-    from ..model_fit import check_vocab_fits
+    from ..model_fit import check_causal_lm, check_vocab_fits
     from ..models import load_model, model_source, tokenizer_for
     from ..runinfo import versions, write_json, write_jsonl
     from ..icl.api import PreparedICLEval
@@ -51,6 +51,7 @@ def icl_eval(model: str | EvalConfig | None = None, task: str | None = None, *, 
                                cfg.split, cfg.data_dir, data=data)
     lm = load_model(cfg.model, head="causal-lm", dtype=cfg.dtype, device=cfg.device,
                     trust_remote_code=cfg.trust_remote_code, device_map=cfg.device_map, max_memory=cfg.max_memory)
+    check_causal_lm(lm, cfg.model)
     check_vocab_fits(tok, lm, cfg.model, cfg.tokenizer)
     edit_info = None
     if cfg.edit:

@@ -83,7 +83,7 @@ def _inputs(cfg: SearchConfig) -> dict:
 
 
 def _search(cfg: SearchConfig, progress: bool) -> dict:
-    from ..model_fit import check_vocab_fits, fit_max_length
+    from ..model_fit import check_causal_lm, check_vocab_fits, fit_max_length
     from ..models import load_model, model_source, tokenizer_for
     from ..svd.api import check_search_args, search_svd
 
@@ -98,6 +98,8 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
     lm = load_model(cfg.model, head=head, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
                     device_map=cfg.device_map, max_memory=cfg.max_memory)
     tok = tokenizer_for(cfg.model, cfg.tokenizer, cfg.trust_remote_code)
+    if cfg.evaluator == "icl":
+        check_causal_lm(lm, cfg.model)
     check_vocab_fits(tok, lm, cfg.model, cfg.tokenizer)
     max_length = cfg.max_length
     if cfg.evaluator == "classifier":

@@ -111,7 +111,13 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     """
     from ..icl.splits import make_icl_data
     from ..tasks import Task, resolve_task
+    from ..validate import check_call, check_model_arg, check_tokenizer_arg
 
+    check_model_arg("search_svd", model)  # arguments where they enter, with the command line's rules
+    check_tokenizer_arg("search_svd", tokenizer)
+    check_call("search_svd", shots=shots, n_val=n_val, n_test=n_test, seed=seed, top_k=top_k, batch_size=batch_size,
+               max_length=max_length, rates=rates, layers=layers if isinstance(layers, str) else None,
+               modules=modules if isinstance(modules, str) else None)
     strategy_name = strategy.name if isinstance(strategy, Strategy) else strategy
     rates = [float(r) for r in (rates.split(",") if isinstance(rates, str) else rates)]
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
@@ -241,6 +247,12 @@ def apply_edit(model, edit, svd_dtype: str | None = None) -> dict:
     :class:`~leantune.svd.edits.Edit` / ``{"layer", "module", "rate"}`` dicts (``summary["chosen_edits"]``).
     Returns what was done per logical matrix. ``svd_dtype`` defaults to the record's (else float32).
     """
+    from ..validate import check_model_arg
+
+    check_model_arg("apply_edit", model)
+    if not isinstance(edit, (str, Path, dict, list, tuple)):
+        raise LeantuneError(f"apply_edit() argument edit must be the path of an edit.json, an edit record or a list "
+                            f"of edits, got {type(edit).__name__} {edit!r}")
     where = "edit"
     if isinstance(edit, (str, Path)):
         where = str(edit)
