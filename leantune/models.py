@@ -177,6 +177,12 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     kwargs = {}
     made_offload = False
     device_map, max_memory = parse_device_map(device_map), parse_max_memory(max_memory)
+    from .validate import check_placement
+
+    if isinstance(device_map, dict):
+        check_placement("--device-map", device_map)
+    if max_memory is not None:
+        check_placement("--max-memory", {str(k): k for k in max_memory}, allow_disk=False)
     if device_map is not None:
         if device:
             raise LeantuneError("give either --device or --device-map, not both")
@@ -192,6 +198,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
         device = default_device(device)
     if isinstance(kwargs.get("device_map"), dict):
         kwargs["device_map"] = _map_for_head(kwargs["device_map"], auto, config)
+        _check_map_names(kwargs["device_map"], auto, config, name, trust_remote_code)
     if num_labels is not None:
         config.num_labels = num_labels
     from safetensors import SafetensorError  # a truncated or foreign weights file
@@ -231,6 +238,22 @@ def _remove_with(model, folder: str) -> None:
     import weakref
 
     weakref.finalize(model, shutil.rmtree, folder, True)
+
+
+def _check_map_names(device_map: dict, auto, config, name: str, trust_remote_code: bool) -> None:
+    """Every key of a device map must be a module of the model: an unknown name would be ignored, and the
+    whole model would land on one device."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # the module tree only: no memory, no weights read
+        skeleton = auto.from_config(config, trust_remote_code=trust_remote_code)
+    names = {n for n, _ in skeleton.named_modules()}
+    unknown = [k for k in device_map if k not in names]
+    if unknown:
+        top = sorted(n for n in names if n and n.count(".") <= 2)[:4]
+        raise LeantuneError(f"--device-map: {', '.join(map(repr, unknown[:3]))} "
+                            f"{'is not a module' if len(unknown) == 1 else 'are not modules'} of {name} "
+                            f"(its modules are named like {', '.join(top)})")
 
 
 def _map_for_head(device_map: dict, auto, config) -> dict:

@@ -208,7 +208,7 @@ def _fits(t, v) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
     if t in (str, dict):
         return isinstance(v, t)
-    return True  # a type this checker does not know (a Strategy object...): the engine checks it
+    return isinstance(v, t) if isinstance(t, type) else True  # anything else: the engine checks it
 
 
 def check_types(cls: type, values: dict) -> None:
@@ -301,3 +301,19 @@ def check_tokenizer_arg(func: str, tokenizer, arg: str = "tokenizer") -> None:
         hint = " (model and tokenizer swapped?)" if hasattr(tokenizer, "config") else ""
         raise LeantuneError(f"{func}() argument {arg} must be a tokenizer (e.g. AutoTokenizer.from_pretrained(...)), "
                             f"got {type(tokenizer).__name__}{hint}")
+
+
+def check_placement(name: str, placement: dict, allow_disk: bool = True) -> None:
+    """The devices inside a --device-map (values) or --max-memory (keys) spec, checked as --device is: a GPU
+    index this machine has, cpu, disk (a map's offload), or a device string such as cuda:1 or mps."""
+    for where, dev in placement.items():
+        label = f"{name} ({where} -> {dev!r})" if name == "--device-map" else f"{name} ({dev}=...)"
+        if isinstance(dev, bool):
+            raise LeantuneError(f"{label}: a device is a GPU index, cpu{', disk' if allow_disk else ''} or cuda:N")
+        if isinstance(dev, int):
+            dev = f"cuda:{dev}"
+        if dev == "cpu" or (allow_disk and dev == "disk"):
+            continue
+        if not isinstance(dev, str):
+            raise LeantuneError(f"{label}: a device is a GPU index, cpu{', disk' if allow_disk else ''} or cuda:N")
+        Device().check(label, dev)

@@ -321,6 +321,16 @@ CASES = [
     ("21/8 a task file named .txt", ICL_EVAL + ["--task", "{file}"], "a task file is .yaml, .yml or .json",
      lambda ws, fx: _file(ws, "task.txt", "name: mine\n")),
     ("21/8 --edit is a folder", ICL_EVAL + ["--edit", "{prev}"], "is a folder", None),
+    # issue 21, item 6: devices inside a device map or a memory spec are checked as --device is
+    ("21/6 a GPU index the machine lacks in a map", ICL_EVAL + ["--device-map", "{file}"],
+     "--device-map (transformer.h.0 -> 99) cuda:99: this machine has",
+     lambda ws, fx: _file(ws, "map.json", '{"transformer.h.0": 99, "transformer.h.1": "cpu"}')),
+    ("21/6 a device called floppy", ICL_EVAL + ["--device-map", "{file}"], "'floppy' is not a device",
+     lambda ws, fx: _file(ws, "map.json", '{"transformer": "floppy", "lm_head": "cpu"}')),
+    ("21/6 a map naming no module of the model", ICL_EVAL + ["--device-map", "{file}"],
+     "'model.layers.0' is not a module of", lambda ws, fx: _file(ws, "map.json", '{"model.layers.0": "cpu"}')),
+    ("21/6 --max-memory for a GPU the machine lacks", ICL_EVAL + ["--device-map", "auto", "--max-memory", "99=1GB"],
+     "--max-memory (99=...) cuda:99: this machine has", None),
     # 12: lab and demo
     ("#12 lab study --shots a,b", ["lab", "study", "--shots", "a,b", "--out", "{prev}"], "'a' is not an integer;",
      None),

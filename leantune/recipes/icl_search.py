@@ -33,12 +33,12 @@ class SearchConfig(ICLCommon):
     calibrate: bool = option(False, "contextual calibration in every evaluation")
     dry_run: bool = option(False, "print the candidate count, a token estimate and the expected peak memory",
                            recorded=False)
-    reuse_memory: str | None = option(None, "budget for the recorded hidden states of the layer-reuse path on the "
+    reuse_memory: str | int | None = option(None, "budget for the recorded hidden states of the layer-reuse path on the "
                                             "model's devices, e.g. 200MB or 2GiB (default: no bound); identical "
                                             "results", metavar="SIZE")
     reuse_overflow: str = option("auto", "beyond --reuse-memory: cpu (keep them on the CPU) | recompute (from the "
                                          "nearest recorded layer) | auto (cpu on an accelerator, recompute on the CPU)")
-    svd_cache_memory: str | None = option(None, "budget for the SVD factors kept between candidates, e.g. 500MB "
+    svd_cache_memory: str | int | None = option(None, "budget for the SVD factors kept between candidates, e.g. 500MB "
                                                 "(default: no bound); factors beyond it are recomputed when "
                                                 "needed, with identical results", metavar="SIZE")
     out: str = option("runs/search", "results; rerun to resume", metavar="DIR")
