@@ -170,3 +170,16 @@ def test_a_cache_that_cannot_be_written_is_one_line_before_converting(written, t
     lines = [x for x in err.splitlines() if x.startswith("leantune: error:")]
     assert len(lines) == 1 and "the model cache" in lines[0] and "LEANTUNE_CACHE" in lines[0], err
     assert "Traceback" not in err
+
+
+def test_sigterm_during_a_conversion_leaves_no_temporary_folder(written, cache, monkeypatch, capsys):
+    import os
+    import signal
+
+    def killed(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(gguf_source, "_load_through_transformers", killed)
+    assert main(["inspect", str(written[0])]) == 128 + signal.SIGTERM
+    assert "terminated" in capsys.readouterr().err
+    assert list((cache / "gguf").iterdir()) == []  # neither an entry nor the hidden folder it was built in
