@@ -109,6 +109,15 @@ def resolve(name: str, progress: bool = True) -> str:
     return name
 
 
+def input_path(name):
+    """Where a model name's files are on this machine (an installed alias resolved; anything else as given): the
+    output-folder policy refuses an output there, and an alias must not hide its folder from that check."""
+    if isinstance(name, str) and name in ALIASES:
+        local = ALIASES[name].locate()
+        return str(local) if local is not None else name
+    return name
+
+
 def model_source(name: str) -> dict:
     """What a run records about where its weights came from: the name given, what it resolved to and, for
     GGUF sources, the file, its sha256 and its quantization type (weights are dequantized, say so)."""

@@ -142,8 +142,8 @@ APPLY = ["icl", "apply", "--model", "{gpt2}", "--out", "{prev}", "--edit"]
 FT = ["finetune", "--model", "{bert}", "--train-file", "{train}", "--text-columns", "text", "--max-length", "16",
       "--batch-size", "8", "--quiet", "--out", "{prev}"]
 FT_NO_OUT = FT[:-2]
-FT_BAD = ["finetune", "--model", "{bert}", "--train-file", "{bad_train}", "--text-columns", "text", "--max-length", "16",
-          "--batch-size", "8", "--quiet", "--max-steps", "1", "--out", "{prev}"]
+FT_BAD = ["finetune", "--model", "{bert}", "--train-file", "{bad_train}", "--text-columns", "text", "--max-length",
+          "16", "--batch-size", "8", "--quiet", "--max-steps", "1", "--out", "{prev}"]
 _JSONL = "".join(f'{{"text": "good film {i}", "label": {i % 2}}}\n' for i in range(6))
 
 # (id, argv, expected words in the one error line, setup(ws, fx) -> placeholders or None)
@@ -299,7 +299,8 @@ CASES = [
      "false, got 'no'", lambda ws, fx: _file(ws, "c.yaml", "calibrate: 'no'\n")),
     ("21/3 dry_run: 'false'", SEARCH + ["--config", "{file}"], "--dry-run must be true or false",
      lambda ws, fx: _file(ws, "c.yaml", "dry_run: 'false'\n")),
-    ("21/3 shots: null", ["icl", "eval", "--model", "{gpt2}", "--task", "sst2", "--config", "{file}"], "--shots must be an integer, got null",
+    ("21/3 shots: null", ["icl", "eval", "--model", "{gpt2}", "--task", "sst2", "--config", "{file}"],
+     "--shots must be an integer, got null",
      lambda ws, fx: _file(ws, "c.json", '{"shots": null}')),
     ("21/3 a mapping where a list belongs", SEARCH + ["--config", "{file}"], "--modules must be "
      "a string or a list, got {'mlp': 1}", lambda ws, fx: _file(ws, "c.yaml", "modules: {mlp: 1}\n")),
@@ -312,8 +313,8 @@ CASES = [
     ("21/3 --modules ''", SEARCH + ["--modules", ""], "--modules is empty", None),
     # issue 21, item 8: three old crashes and three unclear messages
     ("21/8 an encoder in icl eval", ["icl", "eval", "--model", "{bert}", "--tokenizer", "{bert}", "--task", "sst2",
-                                     "--shots", "1", "--n-eval", "4", "--quiet"], "is an encoder (bert), not a causal LM",
-     None),
+                                     "--shots", "1", "--n-eval", "4", "--quiet"],
+     "is an encoder (bert), not a causal LM", None),
     ("21/8 config.json sizes do not match the weights", ICL_EVAL + ["--model", "{bad_model}"],
      "do not match its config.json", lambda ws, fx: _config(ws, fx, _set(["n_embd"], 64))),
     ("21/8 config.json value of the wrong type", ICL_EVAL + ["--model", "{bad_model}"],

@@ -103,8 +103,8 @@ def test_search_svd_and_apply_edit_check_their_arguments(lm_tok):
     _refused(lambda: apply_edit(lm, 42), "apply_edit() argument edit must be", "int 42")
 
 
-@pytest.mark.parametrize("kwargs, words", [({"lr": "1e-3"}, "create_optimizer() argument lr must be a finite number > 0, "
-                                                            "got '1e-3'"),
+@pytest.mark.parametrize("kwargs, words", [({"lr": "1e-3"}, "create_optimizer() argument lr must be a finite "
+                                                            "number > 0, got '1e-3'"),
                                            ({"lr": 1e-3, "v_ratio": float("nan")}, "argument v_ratio must be")])
 def test_create_optimizer_checks_its_arguments(kwargs, words):
     from leantune import create_optimizer

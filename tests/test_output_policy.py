@@ -308,3 +308,13 @@ def test_device_map_offload_folder_is_removed_with_the_model(fx, tmp_path, monke
     del lm
     gc.collect()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_alias_does_not_hide_its_folder(fx, capsys):
+    from leantune.aliases import ALIASES
+
+    where = ALIASES["lab-icl"].locate()  # the packaged checkpoint
+    before = snapshot(where)
+    code, err = run(apply_argv(fx, "lab-icl", where), capsys)
+    one_error(code, err, "is the model")
+    assert snapshot(where) == before

@@ -151,12 +151,12 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
     ``dtype="auto"`` keeps the base checkpoint's dtype (the adapter is merged in that dtype). ``out_dir`` follows
     the output-folder policy (:mod:`leantune.outputs`): never the base model's folder, whose adapter would then
     be applied twice by the next merge."""
-    from ..models import load_tokenizer
+    from ..models import input_path, load_tokenizer
     from ..outputs import OutputFolder
 
     meta = read_meta(adapter_dir)
     folder = OutputFolder(out_dir, "merge", overwrite=overwrite,
-                          inputs={"adapter": adapter_dir, "base model": base_model or meta["base_model"]})
+                          inputs={"adapter": adapter_dir, "base model": input_path(base_model or meta["base_model"])})
     model, adapted, meta = load_adapter(adapter_dir, base_model, dtype=dtype, device=device)
     adapted.merge()
     with folder as stage:

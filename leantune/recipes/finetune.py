@@ -27,7 +27,7 @@ from ..finetune.data import Encoded, compute_metrics, load_data
 from ..finetune.groups import describe_groups, param_groups
 from ..finetune.trainer import peak_rss_mb, trainer_classes, _non_finite
 from ..model_fit import check_vocab_fits, fit_max_length
-from ..models import model_source, tokenizer_for
+from ..models import input_path, model_source, tokenizer_for
 from .common import Recipe, overwrite_option
 from ..options import option
 from ..outputs import OutputFolder
@@ -47,7 +47,8 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
         raise LeantuneError("--out is required: the directory for metrics.json, adapter/ and curves.png")
     out = Path(cfg.out)
     folder = OutputFolder(cfg.out, "finetune", overwrite=cfg.overwrite,
-                          inputs={"model": cfg.model, "train file": cfg.train_file, "eval file": cfg.eval_file,
+                          inputs={"model": input_path(cfg.model), "train file": cfg.train_file,
+                                  "eval file": cfg.eval_file,
                                   "data folder": cfg.data_dir, "tokenizer": cfg.tokenizer})
     data = load_data(cfg)
     tokenizer = tokenizer or tokenizer_for(cfg.model, cfg.tokenizer, cfg.trust_remote_code, need_pad=True)

@@ -32,7 +32,7 @@ def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, o
     import torch
 
     from ..errors import LeantuneError
-    from ..models import load_model, tokenizer_for
+    from ..models import input_path, load_model, tokenizer_for
     from ..svd.api import apply_edit
     from ..svd.edits import Edit, check_edit_fits, read_edit_file
     from ..outputs import OutputFolder
@@ -42,7 +42,7 @@ def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, o
     cfg = build(ApplyConfig, model, **given, **options) if isinstance(model, ApplyConfig) else \
         build(ApplyConfig, None, model=model, **given, **options)
     folder = OutputFolder(cfg.out, "icl apply", overwrite=cfg.overwrite,
-                          inputs={"model": cfg.model, "edit file": cfg.edit, "tokenizer": cfg.tokenizer})
+                          inputs={"model": input_path(cfg.model), "edit file": cfg.edit, "tokenizer": cfg.tokenizer})
     lm = load_model(cfg.model, head=cfg.head, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                     device=cfg.device, device_map=cfg.device_map, max_memory=cfg.max_memory)
     data = read_edit_file(cfg.edit)

@@ -22,7 +22,7 @@ def icl_eval(model: str | EvalConfig | None = None, task: str | None = None, *, 
              **options) -> dict:
     """ICL accuracy of a model given by name: one :class:`EvalConfig`, or its fields as keywords."""
     from ..model_fit import check_causal_lm, check_vocab_fits
-    from ..models import load_model, model_source, tokenizer_for
+    from ..models import input_path, load_model, model_source, tokenizer_for
     from ..runinfo import versions, write_json, write_jsonl
     from ..icl.api import PreparedICLEval
     from ..icl.splits import make_icl_data
@@ -41,7 +41,7 @@ def icl_eval(model: str | EvalConfig | None = None, task: str | None = None, *, 
         from ..outputs import OutputFolder
 
         folder = OutputFolder(cfg.out, "icl eval", overwrite=cfg.overwrite,
-                              inputs={"model": cfg.model, "edit file": cfg.edit, "task file": cfg.task,
+                              inputs={"model": input_path(cfg.model), "edit file": cfg.edit, "task file": cfg.task,
                                       "data folder": cfg.data_dir, "tokenizer": cfg.tokenizer})
     task_obj = resolve_task(cfg.task)
     data = make_icl_data(task_obj, cfg.shots, None, cfg.n_eval, cfg.seed, cfg.data_dir or "default",

@@ -33,9 +33,9 @@ class SearchConfig(ICLCommon):
     calibrate: bool = option(False, "contextual calibration in every evaluation")
     dry_run: bool = option(False, "print the candidate count, a token estimate and the expected peak memory",
                            recorded=False)
-    reuse_memory: str | int | None = option(None, "budget for the recorded hidden states of the layer-reuse path on the "
-                                            "model's devices, e.g. 200MB or 2GiB (default: no bound); identical "
-                                            "results", metavar="SIZE")
+    reuse_memory: str | int | None = option(None, "budget for the recorded hidden states of the layer-reuse path on "
+                                                  "the model's devices, e.g. 200MB or 2GiB (default: no bound); "
+                                                  "identical results", metavar="SIZE")
     reuse_overflow: str = option("auto", "beyond --reuse-memory: cpu (keep them on the CPU) | recompute (from the "
                                          "nearest recorded layer) | auto (cpu on an accelerator, recompute on the CPU)")
     svd_cache_memory: str | int | None = option(None, "budget for the SVD factors kept between candidates, e.g. 500MB "
@@ -79,7 +79,10 @@ def icl_search(model: str | SearchConfig | None = None, task: str | None = None,
 
 
 def _inputs(cfg: SearchConfig) -> dict:
-    return {"model": cfg.model, "task file": cfg.task, "data folder": cfg.data_dir, "tokenizer": cfg.tokenizer}
+    from ..models import input_path
+
+    return {"model": input_path(cfg.model), "task file": cfg.task, "data folder": cfg.data_dir,
+            "tokenizer": cfg.tokenizer}
 
 
 def _search(cfg: SearchConfig, progress: bool) -> dict:
