@@ -217,13 +217,23 @@ def remove_listed(folder: Path, command: str) -> None:
         if f.is_file() or f.is_symlink():
             f.unlink()
         for parent in f.parents:  # the run's subfolders, deepest first; a folder still holding files stays
-            if parent == folder or folder not in parent.parents:
-                break
-            try:
-                parent.rmdir()
-            except OSError:
+            if parent == folder or folder not in parent.parents or not _prune(parent):
                 break
     (folder / MANIFEST).unlink(missing_ok=True)
+
+
+def _prune(d: Path) -> bool:
+    """Remove folder ``d`` if nothing but leantune's bookkeeping (a nested run's manifest) is left in it."""
+    try:
+        left = list(d.iterdir())
+        if any(not (p.name.startswith(OWN_PREFIX) and p.is_file()) for p in left):
+            return False
+        for p in left:
+            p.unlink()
+        d.rmdir()
+        return True
+    except OSError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -249,8 +259,10 @@ def remove_stale_stages(parent: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _files_under(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+def files_under(folder: Path) -> list[str]:
+    """Every file under ``folder`` (relative paths), leantune's bookkeeping files left out."""
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*")
+                  if (p.is_file() or p.is_symlink()) and not p.name.startswith(OWN_PREFIX))
 
 
 class OutputFolder:
@@ -309,7 +321,7 @@ class OutputFolder:
 
     def _commit(self) -> None:
         stage, out = self.stage, self.out
-        files = _files_under(stage)
+        files = files_under(stage)
         if not out.exists():
             write_manifest(stage, self.command, files)
             os.rename(stage, out)  # the whole result appears at once

@@ -31,6 +31,7 @@ def _old_demo(out: Path) -> None:
     prepare_out_dir(out)
     (out / "finetune" / "qv").mkdir(parents=True)
     (out / "finetune" / "qv" / "metrics.json").write_text("{}")
+    claim(out / "finetune" / "qv", "finetune", ["metrics.json"])  # the finetune run's own manifest
     (out / "report.md").write_text("old report")
     claim(out, "demo", ["finetune/qv/metrics.json", "report.md"])
 

@@ -99,7 +99,7 @@ def prepare_out_dir(out: Path, overwrite: bool = False) -> set[str]:
 
 def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True, device: str | None = None,
          dtype: str = "float32", overwrite: bool = False) -> Path:
-    from ..outputs import MANIFEST, claim
+    from ..outputs import claim, files_under
 
     out = Path(out)
     kept = prepare_out_dir(out, overwrite)
@@ -121,8 +121,7 @@ def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True, dev
     report = out / "report.md"
     report.write_text(_markdown(ft, svd, seconds, quick))
     # everything here now is this run's, except what was kept from before: the next rerun removes exactly that
-    claim(out, "demo", [str(p.relative_to(out)) for p in out.rglob("*")
-                        if p.is_file() and p != out / MANIFEST and str(p.relative_to(out)) not in kept])
+    claim(out, "demo", [f for f in files_under(out) if f not in kept])
     if progress:
         print(report.read_text())
     return report

@@ -67,15 +67,20 @@ def icl_search(model: str | SearchConfig | None = None, task: str | None = None,
                     **options)
     if cfg.dry_run:  # writes nothing: no lock
         return _search(cfg, progress)
-    from ..outputs import check_out_folder
+    from ..outputs import check_out_folder, claim, files_under, foreign_files
     from ..svd.runlock import search_lock
 
     # before the lock makes the folder: a folder of other files, or an input, is refused at once
     check_out_folder("--out", cfg.out, "icl search", cfg.overwrite, _inputs(cfg))
+    out = Path(cfg.out)
+    before = set(foreign_files(out, limit=10**9)) if out.is_dir() else set()  # a user's files (--overwrite)
 
     rank = int(os.environ.get("RANK", "0"))  # torchrun / accelerate set it; the search's own Dist agrees
-    with search_lock(Path(cfg.out), rank, wait=cfg.wait_lock):
-        return _search(cfg, progress)
+    with search_lock(out, rank, wait=cfg.wait_lock):
+        summary = _search(cfg, progress)
+        if rank == 0:  # everything this run wrote is the search's own, whichever step wrote it
+            claim(out, "icl search", [f for f in files_under(out) if f not in before])
+        return summary
 
 
 def _inputs(cfg: SearchConfig) -> dict:

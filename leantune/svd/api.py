@@ -15,7 +15,7 @@ import torch
 
 from ..arch import get_arch
 from ..errors import LeantuneError
-from ..outputs import MANIFEST, check_out_folder, claim, disk_errors, foreign_files
+from ..outputs import check_out_folder, claim, disk_errors, files_under, foreign_files
 from ..precision import model_dtype, parse_bytes
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import Edit, apply_edits, check_edit_fits, check_edit_schema, edit_record, edited, read_edit_file
@@ -213,7 +213,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
             write_json(out_dir / "summary.json", summary)
             # whatever else this run wrote is listed too (the folder stays ours); files that were there before
             # an --overwrite run are not
-            claim(out_dir, "icl search", [f for f in _files_of(out_dir) if f not in before])
+            claim(out_dir, "icl search", [f for f in files_under(out_dir) if f not in before])
     return {**summary, "edit": edit}
 
 
@@ -223,9 +223,6 @@ def search_files(world: int) -> list[str]:
         + [f"candidates.rank{r}.jsonl" for r in range(world)]
     return names + [n + ".tmp" for n in names if n.endswith(".json") or n.endswith(".jsonl")]
 
-
-def _files_of(folder: Path) -> list[str]:
-    return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST]
 
 
 def _dry_run(strategy: Strategy, layers, modules, rates, num_layers, val_eval) -> dict:
