@@ -318,3 +318,18 @@ def test_an_alias_does_not_hide_its_folder(fx, capsys):
     code, err = run(apply_argv(fx, "lab-icl", where), capsys)
     one_error(code, err, "is the model")
     assert snapshot(where) == before
+
+
+def test_a_search_folder_from_before_manifests_still_resumes(fx, tmp_path, capsys):
+    argv = ["icl", "search", "--model", fx["gpt2"], "--task", "sst2", "--strategy", "grid", "--layers", "1",
+            "--rates", "0,0.5", "--shots", "1", "--n-val", "4", "--n-test", "4", "--quiet", "--out"]
+    old = tmp_path / "old"
+    assert run(argv + [old], capsys)[0] == 0
+    (old / MANIFEST).unlink()  # as an earlier leantune left it
+    (old / "summary.json").unlink()
+    code, err = run(argv + [old], capsys)
+    assert code == 0, err
+    assert (old / "summary.json").is_file() and "summary.json" in read_manifest(old)["files"]
+    (old / MANIFEST).unlink()
+    (old / "notes.md").write_text("a user's file: not a search folder's")
+    one_error(*run(argv + [old], capsys), "holds files leantune did not write")

@@ -15,7 +15,7 @@ import torch
 
 from ..arch import get_arch
 from ..errors import LeantuneError
-from ..outputs import check_out_folder, claim, disk_errors, files_under, foreign_files
+from ..outputs import check_out_folder, claim, disk_errors, files_under, foreign_files, read_manifest
 from ..precision import model_dtype, parse_bytes
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import Edit, apply_edits, check_edit_fits, check_edit_schema, edit_record, edited, read_edit_file
@@ -153,6 +153,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     if out_dir is not None:
         with disk_errors(f"--out {out_dir}"):
             if dist.rank == 0:  # a search writes in place (it resumes): the folder must be its own
+                adopt_old_search_folder(out_dir)
                 check_out_folder("--out", out_dir, "icl search", overwrite)
                 before = set(foreign_files(out_dir, limit=10**9)) if overwrite and out_dir.is_dir() else set()
                 if (out_dir / "run.json").exists():
@@ -215,6 +216,21 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
             # an --overwrite run are not
             claim(out_dir, "icl search", [f for f in files_under(out_dir) if f not in before])
     return {**summary, "edit": edit}
+
+
+def adopt_old_search_folder(out: Path) -> None:
+    """A search folder written before manifests existed (run.json, journals, results; nothing else) is a
+    search's own: list its files, so that it resumes as before. Any other file keeps it refused."""
+    import re
+
+    out = Path(out)
+    if not (out / "run.json").is_file() or read_manifest(out) is not None:
+        return
+    known = set(search_files(1))
+    entries = list(out.iterdir())
+    if all(p.is_file() and (p.name in known or re.fullmatch(r"candidates\.rank\d+\.jsonl(\.tmp)?", p.name)
+                            or p.name == "search.pid") for p in entries):
+        claim(out, "icl search", [p.name for p in entries])
 
 
 def search_files(world: int) -> list[str]:
