@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from .errors import LeantuneError
 
@@ -71,9 +73,30 @@ def _quiet_libraries() -> None:
     disable_progress_bars()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``kill``, torchrun stopping its workers): unwinds like Ctrl-C, so every ``finally``
+    and ``with`` runs and no temporary or half-written folder is left."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = sys.argv[1:] if argv is None else argv
+    main_thread = threading.current_thread() is threading.main_thread()  # signals can be set only there
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
+    from .outputs import DISK_ERRNOS
+
     try:
         args = build_parser().parse_args(argv)
         if args.config:
@@ -95,6 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     except LeantuneError as e:
         print(f"leantune: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:  # anything else is a bug or an unknown fault: keep its traceback
+            raise
+        # a full, read-only or forbidden disk anywhere (an output, $LEANTUNE_CACHE, the temp folder)
+        where = e.filename or "a file"
+        print(f"leantune: error: {where}: {e.strerror or os.strerror(e.errno)}; free space, fix its permissions "
+              "or choose another location", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("leantune: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("leantune: interrupted", file=sys.stderr)
         return 130

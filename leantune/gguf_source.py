@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import LeantuneError
+from .outputs import DISK_ERRNOS
 
 SOURCE_FILE = "leantune_source.json"
 _FORMAT = 1  # bump when the cached folder's layout changes, so stale caches are rebuilt
@@ -30,10 +31,13 @@ def cache_root() -> Path:
 
 
 def find_gguf(path: Path) -> Path | None:
-    """``path`` itself if it is a ``.gguf`` file; the one ``.gguf`` in a folder without config.json; else None."""
+    """``path`` itself if it is a ``.gguf`` file; the one ``.gguf`` in a folder that holds no other weights (many
+    GGUF repositories ship a config.json beside it: the GGUF carries its own config, so that one is not needed);
+    else None."""
     if path.is_file():
         return path if path.suffix.lower() == ".gguf" else None
-    if path.is_dir() and not (path / "config.json").is_file():
+    weights = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+    if path.is_dir() and not ((path / "config.json").is_file() and any(any(path.glob(w)) for w in weights)):
         found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
         if len(found) > 1:
             raise LeantuneError(f"model directory {path} holds {len(found)} .gguf files "
@@ -85,33 +89,96 @@ def materialize(path: Path, progress: bool = True) -> Path:
     """The cached safetensors folder for GGUF ``path``, building it on first use."""
     sha = sha256_of(path)
     target = cache_root() / "gguf" / sha[:32]
-    record = target / SOURCE_FILE
-    if record.is_file():
-        try:
-            if json.loads(record.read_text()).get("format") == _FORMAT:
-                return target
-        except json.JSONDecodeError:
-            pass  # a damaged record: rebuild below
+    damage = cache_damage(target)
+    if damage is None:
+        return target
+    if damage:  # an entry was there: say why it is rebuilt (the .gguf itself is fine: downloading it cannot help)
+        print(f"leantune: the cached copy of {path.name} in {target} is damaged ({damage}); rebuilding it",
+              file=sys.stderr, flush=True)
     header = read_header(path)
+    # the cache must take the result before the long conversion starts: probe it now (one line if it cannot)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=target.parent))
+    except OSError as e:
+        raise LeantuneError(f"the model cache {e.filename or target.parent} cannot be written ({e.strerror}); set "
+                            "LEANTUNE_CACHE to a writable folder with room for the converted weights") from None
     if progress:
         print(f"leantune: converting {path.name} ({header['quantization']}, {header['architecture']}) to a cached "
               f"safetensors copy in {target} (once; later loads take seconds)", file=sys.stderr, flush=True)
-    model, tokenizer = _load_through_transformers(path, header)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=target.parent))
-    try:
+    try:  # the temporary folder goes on every exit path (SIGTERM too: the CLI turns it into an exception)
+        model, tokenizer = _load_through_transformers(path, header)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         source = {"format": _FORMAT, "file": str(path.resolve()), "sha256": sha, **header,
-                  "note": "quantized GGUF weights dequantized to float32 by transformers' GGUF reader"}
+                  "note": "quantized GGUF weights dequantized to float32 by transformers' GGUF reader",
+                  "files": _entry_files(tmp)}
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
         if target.exists():  # a stale or damaged copy: replace it whole
             shutil.rmtree(target)
         os.replace(tmp, target)  # atomic: a crash never leaves a half-written cache entry in place
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        raise LeantuneError(f"the model cache {e.filename or target.parent} cannot be written ({e.strerror}); "
+                            "free space or set LEANTUNE_CACHE to another folder") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+SMALL = 16 << 20  # files below this size are checksummed on every use; larger ones (the weights) by size + header
+
+
+def _entry_files(folder: Path) -> dict:
+    """What a cache entry holds, recorded so that a later use can tell a damaged entry: name -> size (+ sha256)."""
+    out = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name != SOURCE_FILE:
+            size = f.stat().st_size
+            out[f.name] = {"size": size, **({"sha256": sha256_of(f)} if size < SMALL else {})}
+    return out
+
+
+def cache_damage(target: Path) -> str | None:
+    """None when the cache entry ``target`` is whole; else what is wrong ("" when there is no entry at all)."""
+    record = target / SOURCE_FILE
+    if not target.exists():
+        return ""
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return f"{SOURCE_FILE} is missing or unreadable"
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        return f"{SOURCE_FILE} is from another version"
+    files = data.get("files")
+    if not isinstance(files, dict):  # an entry written before sizes were recorded: its files must at least be there
+        files = {"config.json": {}, **{f.name: {} for f in target.glob("*.safetensors")}}
+        if len(files) == 1:
+            return "its weights (*.safetensors) are missing"
+    for name, want in files.items():
+        f = target / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if "size" in want and f.stat().st_size != want["size"]:
+            return f"{name} has {f.stat().st_size} bytes, {want['size']} were written"
+        if "sha256" in want and sha256_of(f) != want["sha256"]:
+            return f"{name} changed since it was written"
+        if name.endswith(".safetensors") and not _safetensors_header_ok(f):
+            return f"{name} has a damaged header"
+    return None
+
+
+def _safetensors_header_ok(f: Path) -> bool:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(f), "pt") as st:
+            st.keys()
+        return True
+    except (SafetensorError, OSError):
+        return False
 
 
 def _load_through_transformers(path: Path, header: dict):

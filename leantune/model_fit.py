@@ -29,3 +29,16 @@ def fit_max_length(max_length: int, model) -> int:
     position embedding; the model cannot read them anyway, so truncating there loses nothing it could use)."""
     limit = position_limit(model)
     return min(max_length, limit) if limit else max_length
+
+
+def check_causal_lm(model, model_name: str) -> None:
+    """ICL scores continuations with a causal LM. An encoder (BERT, RoBERTa, MiniLM) also loads as a "causal LM"
+    (transformers maps it to its LM head without causal masking), then fails inside attention: refuse it."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    cfg = model.config
+    if cfg.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(cfg, "is_decoder", False) \
+            and not getattr(cfg, "is_encoder_decoder", False):
+        raise LeantuneError(f"{model_name} is an encoder ({cfg.model_type}), not a causal LM: in-context learning "
+                            "scores continuations with a causal LM (e.g. gpt2, smollm2-135m); for a fine-tuned "
+                            "classifier use `leantune icl search --evaluator classifier`")

@@ -109,6 +109,15 @@ def resolve(name: str, progress: bool = True) -> str:
     return name
 
 
+def input_path(name):
+    """Where a model name's files are on this machine (an installed alias resolved; anything else as given): the
+    output-folder policy refuses an output there, and an alias must not hide its folder from that check."""
+    if isinstance(name, str) and name in ALIASES:
+        local = ALIASES[name].locate()
+        return str(local) if local is not None else name
+    return name
+
+
 def model_source(name: str) -> dict:
     """What a run records about where its weights came from: the name given, what it resolved to and, for
     GGUF sources, the file, its sha256 and its quantization type (weights are dequantized, say so)."""
@@ -137,8 +146,14 @@ def load_config(name: str, trust_remote_code: bool = False):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise LeantuneError(f"{local} is not valid JSON ({e}); fix it or save the model again "
                                 "with save_pretrained") from None
+    from huggingface_hub.errors import StrictDataclassError  # a config.json value of the wrong type
+
     try:
         return AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except StrictDataclassError as e:
+        first = " ".join(str(e).split())
+        raise LeantuneError(f"{local if local.is_file() else name}: {first}; fix config.json or save the model "
+                            "again") from None
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeantuneError(f"cannot read the config of {name}: {first}") from None
@@ -169,7 +184,14 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]
     kwargs = {}
+    made_offload = False
     device_map, max_memory = parse_device_map(device_map), parse_max_memory(max_memory)
+    from .validate import check_placement
+
+    if isinstance(device_map, dict):
+        check_placement("--device-map", device_map)
+    if max_memory is not None:
+        check_placement("--max-memory", {str(k): k for k in max_memory}, allow_disk=False)
     if device_map is not None:
         if device:
             raise LeantuneError("give either --device or --device-map, not both")
@@ -178,16 +200,19 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
             import tempfile
 
             kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="leantune-offload-")
+            made_offload = offload_folder is None
     elif max_memory is not None:
         raise LeantuneError("--max-memory applies with --device-map (e.g. --device-map auto)")
     else:
         device = default_device(device)
     if isinstance(kwargs.get("device_map"), dict):
         kwargs["device_map"] = _map_for_head(kwargs["device_map"], auto, config)
+        _check_map_names(kwargs["device_map"], auto, config, name, trust_remote_code)
     if num_labels is not None:
         config.num_labels = num_labels
     from safetensors import SafetensorError  # a truncated or foreign weights file
 
+    model = None
     try:
         model = auto.from_pretrained(where, config=config, dtype=DTYPES[dtype], use_safetensors=True,
                                      trust_remote_code=trust_remote_code, **kwargs)
@@ -197,9 +222,47 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeantuneError(f"cannot load {name} as {head}: {first}") from None
+    except RuntimeError as e:
+        if "mismatched_sizes" not in str(e) and "size mismatch" not in str(e):
+            raise  # not the weights-vs-config case below: a bug or a fault to see in full
+        raise LeantuneError(f"the weights of {name} do not match its config.json (tensor shapes differ, e.g. a "
+                            "hidden size or layer count edited by hand, or a config from another model); restore "
+                            "the config the weights were saved with") from None
+    finally:
+        if made_offload and model is None:  # a failed load leaves no offload folder behind
+            import shutil
+
+            shutil.rmtree(kwargs["offload_folder"], ignore_errors=True)
     if device:
         model.to(device)
+    if made_offload:
+        _remove_with(model, kwargs["offload_folder"])
     return model.eval()
+
+
+def _remove_with(model, folder: str) -> None:
+    """The offload folder we made lives as long as the model that reads from it: removed when the model is
+    collected or the process exits (SIGTERM included: the CLI turns it into an orderly exit)."""
+    import shutil
+    import weakref
+
+    weakref.finalize(model, shutil.rmtree, folder, True)
+
+
+def _check_map_names(device_map: dict, auto, config, name: str, trust_remote_code: bool) -> None:
+    """Every key of a device map must be a module of the model: an unknown name would be ignored, and the
+    whole model would land on one device."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # the module tree only: no memory, no weights read
+        skeleton = auto.from_config(config, trust_remote_code=trust_remote_code)
+    names = {n for n, _ in skeleton.named_modules()}
+    unknown = [k for k in device_map if k not in names]
+    if unknown:
+        top = sorted(n for n in names if n and n.count(".") <= 2)[:4]
+        raise LeantuneError(f"--device-map: {', '.join(map(repr, unknown[:3]))} "
+                            f"{'is not a module' if len(unknown) == 1 else 'are not modules'} of {name} "
+                            f"(its modules are named like {', '.join(top)})")
 
 
 def _map_for_head(device_map: dict, auto, config) -> dict:
@@ -215,11 +278,22 @@ def _map_for_head(device_map: dict, auto, config) -> dict:
     return {k.removeprefix(prefix + "."): v for k, v in device_map.items() if k.startswith(prefix + ".")}
 
 
+class BadConfig(LeantuneError):
+    """A model's config.json that cannot be read (another --tokenizer would not help)."""
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
+    except StrictDataclassError:  # the tokenizer reads config.json too: the same one line as a model load
+        try:
+            load_config(name, trust_remote_code)
+        except LeantuneError as e:
+            raise BadConfig(str(e)) from None
+        raise
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeantuneError(f"cannot load the tokenizer of {name}: {first}") from None
@@ -235,6 +309,8 @@ def tokenizer_for(model_name: str, tokenizer: str | None = None, trust_remote_co
     else:
         try:
             tok = load_tokenizer(tokenizer or model_name, trust_remote_code)
+        except BadConfig:
+            raise  # the model's config.json is the problem, not the choice of tokenizer
         except LeantuneError as e:
             raise LeantuneError(f"{e}; pass --tokenizer (a hub id, a directory, or gpt2-offline)") from None
     if need_pad and tok.pad_token is None:

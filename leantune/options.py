@@ -109,6 +109,10 @@ def build(cls: type, config=None, **overrides):
         raise TypeError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     from dataclasses import replace
 
+    from .validate import check_call, check_types
+
+    check_types(cls, overrides)  # the same type and range checks as the command line and --config
+    check_call(cls.__name__, **overrides)
     cfg = cls(**overrides) if config is None else replace(config, **overrides)
     check_required(cfg)
     return cfg

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+import os
+import types
+import typing
+from dataclasses import dataclass, fields
 
 from .errors import LeantuneError
 from .outputs import check_outputs, flag
@@ -60,9 +63,9 @@ class Number:
             return False
         return self.high is None or (v < self.high if self.high_open else v <= self.high)
 
-    def check(self, dest: str, v) -> None:
+    def check(self, name: str, v) -> None:  # name: "--lr", or "lr=" of a library call
         if not self.ok(v):
-            raise LeantuneError(f"{flag(dest)} must be {self.describe()}, got {v!r}")
+            raise LeantuneError(f"{name} must be {self.describe()}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -72,63 +75,74 @@ class NumberList:
     item: Number
     example: str
 
-    def check(self, dest: str, v) -> None:
+    def check(self, name: str, v) -> None:  # name: "--lr", or "lr=" of a library call
         items = v.split(",") if isinstance(v, str) else v
         if not isinstance(items, (list, tuple)) or not items:
-            raise LeantuneError(f"{flag(dest)} must be a comma-separated list such as {self.example}, got {v!r}")
+            raise LeantuneError(f"{name} must be a comma-separated list such as {self.example}, got {v!r}")
         for raw in items:
             try:
                 x = self.item.kind(raw.strip()) if isinstance(raw, str) else raw
             except ValueError:
-                raise LeantuneError(f"{flag(dest)} {v}: {raw.strip()!r} is not {self.item.what}; give a "
+                raise LeantuneError(f"{name} {v}: {raw.strip()!r} is not {self.item.what}; give a "
                                     f"comma-separated list such as {self.example}") from None
             if not self.item.ok(x):
-                raise LeantuneError(f"{flag(dest)} {v}: {x!r} is outside {self.item.interval()}; each value must be "
+                raise LeantuneError(f"{name} {v}: {x!r} is outside {self.item.interval()}; each value must be "
                                     f"{self.item.describe()}, e.g. {self.example}")
+
+
+@dataclass(frozen=True)
+class Text:
+    """A non-empty text (an empty ``--layers ""``, e.g. an unset shell variable, never means "all")."""
+
+    example: str
+
+    def check(self, name: str, v) -> None:  # name: "--lr", or "lr=" of a library call
+        if isinstance(v, str) and not v.strip():
+            raise LeantuneError(f"{name} is empty; give e.g. {self.example}")
 
 
 @dataclass(frozen=True)
 class Device:
     """A torch device string that exists on this machine (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
 
-    def check(self, dest: str, v) -> None:
+    def check(self, name: str, v) -> None:  # name: "--lr", or "lr=" of a library call
         import torch
 
         try:
             dev = torch.device(v)
         except (RuntimeError, TypeError):
-            raise LeantuneError(f"{flag(dest)} {v!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+            raise LeantuneError(f"{name} {v!r} is not a device; use cpu, cuda, cuda:N or mps") from None
         if dev.type == "cuda":
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if n == 0 or (dev.index or 0) >= n:
-                raise LeantuneError(f"{flag(dest)} {v}: this machine has {n} CUDA device(s); use cpu"
+                raise LeantuneError(f"{name} {v}: this machine has {n} CUDA device(s); use cpu"
                                     + (f" or cuda:0..cuda:{n - 1}" if n else ""))
         elif dev.type == "mps" and not torch.backends.mps.is_available():
-            raise LeantuneError(f"{flag(dest)} mps is not available on this machine; use cpu")
+            raise LeantuneError(f"{name} mps is not available on this machine; use cpu")
 
 
 @dataclass(frozen=True)
 class Dtype:
     """A weights' dtype name that --dtype takes (checked before loading anything or clearing a folder)."""
 
-    def check(self, dest: str, v) -> None:
+    def check(self, name: str, v) -> None:  # name: "--lr", or "lr=" of a library call
         from .precision import DTYPES
 
         if v not in DTYPES:
-            raise LeantuneError(f"{flag(dest)}: unknown dtype '{v}'; choose one of {', '.join(DTYPES)}")
+            raise LeantuneError(f"{name}: unknown dtype '{v}'; choose one of {', '.join(DTYPES)}")
 
 
 @dataclass(frozen=True)
 class Size:
     """A memory size such as 200MB, 1.5GiB or 4096 (bytes)."""
 
-    def check(self, dest: str, v) -> None:
+    def check(self, name: str, v) -> None:  # name: "--lr", or "lr=" of a library call
         from .precision import parse_bytes
 
         try:
             parse_bytes(v)
         except LeantuneError:
-            raise LeantuneError(f"{flag(dest)} {v!r} is not a size; write e.g. 200MB, 1.5GiB or 4096 (bytes)") \
+            raise LeantuneError(f"{name} {v!r} is not a size; write e.g. 200MB, 1.5GiB or 4096 (bytes)") \
                 from None
 
 
@@ -163,6 +177,7 @@ RULES = {
     "rates": NumberList(FRACTION, "0,0.5,0.9,0.99"), "device": Device(), "dtype": Dtype(),
     "reuse_memory": Size(), "svd_cache_memory": Size(),
     "confirm_alpha": Number(float, 0, 1, low_open=True, high_open=True), "n_confirm": CountOrAuto(),
+    "layers": Text("all, last4, 8-11 or 0,3,-1"), "modules": Text("mlp,attn"),
 }
 # where one name means something else in one command
 COMMAND_RULES = {
@@ -170,6 +185,57 @@ COMMAND_RULES = {
 }
 HINTS = {"n_eval": " (omit --n-eval to evaluate the whole split)",
          "max_steps": " (omit --max-steps to train for --epochs)"}
+
+
+# --- types: every value against its config dataclass field ----------------------------------------------------
+_WHAT = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+
+
+def _describe(t) -> str:
+    origin, args = typing.get_origin(t), [a for a in typing.get_args(t) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin in (list, tuple) or t in (list, tuple):
+        return f"a list{' of ' + _describe(args[0]).removeprefix('a ').removeprefix('an ') + 's' if args else ''}"
+    return _WHAT.get(t, getattr(t, "__name__", str(t)))
+
+
+def _fits(t, v) -> bool:
+    """Does ``v`` (from the command line, a --config file or a library call) have the field type ``t``?"""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, v) for a in args)
+    if t is type(None):
+        return v is None
+    if origin in (list, tuple) or t in (list, tuple):
+        item = args[0] if args else None
+        if isinstance(v, str):  # a comma-separated list, as on the command line
+            return item in (None, str, int, float)
+        return isinstance(v, (list, tuple)) and (item is None or all(_fits(item, x) for x in v))
+    if t is bool:
+        return isinstance(v, bool)  # "no" or "false" is a non-empty string, i.e. true to Python: refused
+    if t is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t in (str, dict):
+        return isinstance(v, t)
+    return isinstance(v, t) if isinstance(t, type) else True  # anything else: the engine checks it
+
+
+def check_types(cls: type, values: dict) -> None:
+    """Every value against its field's annotation (bool, int, float, str, list of X, X | None): after the command
+    line and ``--config`` are merged, and for a library call's keywords. All mistakes in one line, each naming
+    its key, so a string where a boolean belongs never silently means true."""
+    hints = typing.get_type_hints(cls)
+    mistakes = []
+    for f in fields(cls):
+        if f.name in values and not _fits(hints[f.name], values[f.name]):
+            v = values[f.name]
+            shown = "null" if v is None else repr(v)
+            mistakes.append(f"{flag(f.name)} must be {_describe(hints[f.name])}, got {shown}")
+    if mistakes:
+        raise LeantuneError("; ".join(mistakes))
 
 
 def command_of(args: argparse.Namespace) -> str:
@@ -186,7 +252,7 @@ def check_values(values: dict, command: str = "") -> None:
         if rule is None or v is None:
             continue
         try:
-            rule.check(dest, v)
+            rule.check(flag(dest), v)
         except LeantuneError as e:
             raise LeantuneError(f"{e}{HINTS.get(dest, '')}") from None
 
@@ -203,6 +269,63 @@ def check_choices(parser: argparse.ArgumentParser | None, args: argparse.Namespa
 def check_args(args: argparse.Namespace) -> None:
     """All option checks of one parsed command, then its output locations (nothing is written before)."""
     command = command_of(args)
+    recipe = getattr(args, "recipe", None)
+    if recipe is not None:  # types first: the range checks below assume a number is a number
+        check_types(recipe.config, {f.name: getattr(args, f.name) for f in fields(recipe.config)
+                                    if hasattr(args, f.name)})
     check_choices(getattr(args, "parser", None), args)
     check_values({k: v for k, v in vars(args).items() if k not in ("parser", "recipe")}, command)
     check_outputs(command, args)
+
+
+# --- the library's entry points: the same rules, naming the function's argument --------------------------------
+# a library argument -> the option whose rule it shares (create_optimizer(v_ratio=...) is --v-lr-ratio)
+ARGUMENT_RULES = {"v_ratio": "v_lr_ratio", "k_ratio": "k_lr_ratio"}
+
+
+def check_call(func: str, **values) -> None:
+    """Arguments of the library function ``func`` against the command line's rules (None = not given): one
+    LeantuneError naming the argument (``create_optimizer() argument lr must be a finite number > 0, got '1e-3'``)."""
+    for arg, v in values.items():
+        rule = RULES.get(ARGUMENT_RULES.get(arg, arg))
+        if rule is not None and v is not None:
+            rule.check(f"{func}() argument {arg}", v)
+
+
+def check_model_arg(func: str, model, arg: str = "model") -> None:
+    """A loaded transformers model (an nn.Module with a config), not a name or a tokenizer."""
+    from torch import nn
+
+    if isinstance(model, (str, os.PathLike)):
+        raise LeantuneError(f"{func}() argument {arg} must be a loaded model, got the name {str(model)!r}; load it "
+                            f"with leantune.models.load_model({str(model)!r}, head='causal-lm') (or use the command's "
+                            "function, e.g. leantune.icl_eval, which takes names)")
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        hint = " (model and tokenizer swapped?)" if hasattr(model, "encode") else ""
+        raise LeantuneError(f"{func}() argument {arg} must be a transformers model (an nn.Module with a .config), "
+                            f"got {type(model).__name__}{hint}")
+
+
+def check_tokenizer_arg(func: str, tokenizer, arg: str = "tokenizer") -> None:
+    from torch import nn
+
+    if not (callable(tokenizer) and hasattr(tokenizer, "encode")) or isinstance(tokenizer, nn.Module):
+        hint = " (model and tokenizer swapped?)" if hasattr(tokenizer, "config") else ""
+        raise LeantuneError(f"{func}() argument {arg} must be a tokenizer (e.g. AutoTokenizer.from_pretrained(...)), "
+                            f"got {type(tokenizer).__name__}{hint}")
+
+
+def check_placement(name: str, placement: dict, allow_disk: bool = True) -> None:
+    """The devices inside a --device-map (values) or --max-memory (keys) spec, checked as --device is: a GPU
+    index this machine has, cpu, disk (a map's offload), or a device string such as cuda:1 or mps."""
+    for where, dev in placement.items():
+        label = f"{name} ({where} -> {dev!r})" if name == "--device-map" else f"{name} ({dev}=...)"
+        if isinstance(dev, bool):
+            raise LeantuneError(f"{label}: a device is a GPU index, cpu{', disk' if allow_disk else ''} or cuda:N")
+        if isinstance(dev, int):
+            dev = f"cuda:{dev}"
+        if dev == "cpu" or (allow_disk and dev == "disk"):
+            continue
+        if not isinstance(dev, str):
+            raise LeantuneError(f"{label}: a device is a GPU index, cpu{', disk' if allow_disk else ''} or cuda:N")
+        Device().check(label, dev)

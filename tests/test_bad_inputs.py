@@ -21,6 +21,7 @@ import transformers as tf
 from ft_helpers import model_dir, sentences, write_csv
 from leantune.cli import main
 from leantune.models import gpt2_tokenizer_offline
+from leantune.outputs import claim
 from tiny import TINY_CONFIGS
 
 TOK = gpt2_tokenizer_offline()
@@ -102,6 +103,20 @@ def _file(ws: Path, name: str, text: str | bytes = "not a folder") -> dict:
     return {"file": ws / name}
 
 
+def _data(ws: Path, text: str, name: str = "bad.csv") -> dict:
+    (ws / name).write_text(text)
+    return {"bad_train": ws / name}
+
+
+def _config(ws: Path, fx: dict, change) -> dict:
+    d = ws / "model"
+    shutil.copytree(fx["gpt2"], d)
+    cfg = json.loads((d / "config.json").read_text())
+    change(cfg)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return {"bad_model": d}
+
+
 def _drop(key):
     def change(meta):
         meta.pop(key)
@@ -127,6 +142,9 @@ APPLY = ["icl", "apply", "--model", "{gpt2}", "--out", "{prev}", "--edit"]
 FT = ["finetune", "--model", "{bert}", "--train-file", "{train}", "--text-columns", "text", "--max-length", "16",
       "--batch-size", "8", "--quiet", "--out", "{prev}"]
 FT_NO_OUT = FT[:-2]
+FT_BAD = ["finetune", "--model", "{bert}", "--train-file", "{bad_train}", "--text-columns", "text", "--max-length",
+          "16", "--batch-size", "8", "--quiet", "--max-steps", "1", "--out", "{prev}"]
+_JSONL = "".join(f'{{"text": "good film {i}", "label": {i % 2}}}\n' for i in range(6))
 
 # (id, argv, expected words in the one error line, setup(ws, fx) -> placeholders or None)
 CASES = [
@@ -218,8 +236,8 @@ CASES = [
     ("--layers 9", SEARCH + ["--layers", "9"], "layer 9 is out of range", None),
     ("--modules mlp_gate", SEARCH + ["--modules", "mlp_gate"], "module 'mlp_gate' is unknown", None),
     ("--n-val 0", SEARCH + ["--n-val", "0"], "--n-val must be an integer >= 1", None),
-    ("damaged run.json", SEARCH, "run.json is damaged",
-     lambda ws, fx: _file(ws, "prev/run.json", '{"model": ')),
+    ("damaged run.json", SEARCH, "run.json is damaged",  # in the search's own folder (listed by its manifest)
+     lambda ws, fx: (_file(ws, "prev/run.json", '{"model": '), claim(ws / "prev", "icl search", ["run.json"]))[0]),
     # 10, 14: edit files
     ("#10 edit without edits", APPLY + ["{bad_edit}"], "missing the field 'edits'",
      lambda ws, fx: _edit(ws, fx, lambda d: d.pop("edits"))),
@@ -265,6 +283,55 @@ CASES = [
     ("--max-steps and --epochs", FT + ["--max-steps", "2", "--epochs", "1"], "either --max-steps or --epochs",
      None),
     ("train file missing", FT_NO_OUT + ["--out", "{prev}", "--train-file", "{prev}/none.csv"], "none.csv", None),
+    # issue 21, item 2: labels are read once, where the data enters; every record is checked
+    ("21/2 JSON null label", FT_BAD, "record 7 has no label",
+     lambda ws, fx: _data(ws, _JSONL + '{"text": "bad film", "label": null}\n', "bad.jsonl")),
+    ("21/2 missing CSV label field", FT_BAD, "record 3 has no label",
+     lambda ws, fx: _data(ws, "text,label\ngood film,1\nbad film,0\nso so film\n")),
+    ("21/2 empty CSV label", FT_BAD, "record 2 has no label",
+     lambda ws, fx: _data(ws, "text,label\ngood film,1\nbad film, \nfine film,0\n")),
+    ("21/2 a later record without the label key", FT_BAD, "record 7 has no label",
+     lambda ws, fx: _data(ws, _JSONL + '{"text": "bad film", "y": 0}\n', "bad.jsonl")),
+    ("21/2 a later record without the text key", FT_BAD, "record 7 has no value for the text column 'text'",
+     lambda ws, fx: _data(ws, _JSONL + '{"sentence": "bad film", "label": 0}\n', "bad.jsonl")),
+    # issue 21, item 3: every --config value against its field's type, after the merge; all mistakes named
+    ("21/3 calibrate: 'no'", ICL_EVAL + ["--config", "{file}"], "--calibrate must be true or "
+     "false, got 'no'", lambda ws, fx: _file(ws, "c.yaml", "calibrate: 'no'\n")),
+    ("21/3 dry_run: 'false'", SEARCH + ["--config", "{file}"], "--dry-run must be true or false",
+     lambda ws, fx: _file(ws, "c.yaml", "dry_run: 'false'\n")),
+    ("21/3 shots: null", ["icl", "eval", "--model", "{gpt2}", "--task", "sst2", "--config", "{file}"],
+     "--shots must be an integer, got null",
+     lambda ws, fx: _file(ws, "c.json", '{"shots": null}')),
+    ("21/3 a mapping where a list belongs", SEARCH + ["--config", "{file}"], "--modules must be "
+     "a string or a list, got {'mlp': 1}", lambda ws, fx: _file(ws, "c.yaml", "modules: {mlp: 1}\n")),
+    ("21/3 int, dict and list where strings belong", FT + ["--config", "{file}"],
+     "--label-column must be a string, got {'a': 1}; --tokenizer must "
+     "be a string, got 7", lambda ws, fx: _file(ws, "c.yaml", "tokenizer: 7\nlabel_column: {a: 1}\n")),
+    ("21/3 a list where a path belongs", ICL_EVAL + ["--config", "{file}"], "--data-dir must be "
+     "a string, got ['a']", lambda ws, fx: _file(ws, "c.yaml", "data_dir: [a]\n")),
+    ("21/3 --layers ''", SEARCH + ["--layers", ""], "--layers is empty", None),
+    ("21/3 --modules ''", SEARCH + ["--modules", ""], "--modules is empty", None),
+    # issue 21, item 8: three old crashes and three unclear messages
+    ("21/8 an encoder in icl eval", ["icl", "eval", "--model", "{bert}", "--tokenizer", "{bert}", "--task", "sst2",
+                                     "--shots", "1", "--n-eval", "4", "--quiet"],
+     "is an encoder (bert), not a causal LM", None),
+    ("21/8 config.json sizes do not match the weights", ICL_EVAL + ["--model", "{bad_model}"],
+     "do not match its config.json", lambda ws, fx: _config(ws, fx, _set(["n_embd"], 64))),
+    ("21/8 config.json value of the wrong type", ICL_EVAL + ["--model", "{bad_model}"],
+     "Field 'n_layer' expected int, got str", lambda ws, fx: _config(ws, fx, _set(["n_layer"], "two"))),
+    ("21/8 a task file named .txt", ICL_EVAL + ["--task", "{file}"], "a task file is .yaml, .yml or .json",
+     lambda ws, fx: _file(ws, "task.txt", "name: mine\n")),
+    ("21/8 --edit is a folder", ICL_EVAL + ["--edit", "{prev}"], "is a folder", None),
+    # issue 21, item 6: devices inside a device map or a memory spec are checked as --device is
+    ("21/6 a GPU index the machine lacks in a map", ICL_EVAL + ["--device-map", "{file}"],
+     "--device-map (transformer.h.0 -> 99) cuda:99: this machine has",
+     lambda ws, fx: _file(ws, "map.json", '{"transformer.h.0": 99, "transformer.h.1": "cpu"}')),
+    ("21/6 a device called floppy", ICL_EVAL + ["--device-map", "{file}"], "'floppy' is not a device",
+     lambda ws, fx: _file(ws, "map.json", '{"transformer": "floppy", "lm_head": "cpu"}')),
+    ("21/6 a map naming no module of the model", ICL_EVAL + ["--device-map", "{file}"],
+     "'model.layers.0' is not a module of", lambda ws, fx: _file(ws, "map.json", '{"model.layers.0": "cpu"}')),
+    ("21/6 --max-memory for a GPU the machine lacks", ICL_EVAL + ["--device-map", "auto", "--max-memory", "99=1GB"],
+     "--max-memory (99=...) cuda:99: this machine has", None),
     # 12: lab and demo
     ("#12 lab study --shots a,b", ["lab", "study", "--shots", "a,b", "--out", "{prev}"], "'a' is not an integer;",
      None),
@@ -303,7 +370,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_output(case, fx, tmp_path, m
     name, argv, expected, setup = case
     ws = tmp_path
     (ws / "prev").mkdir()
-    (ws / "prev" / "metrics.json").write_text('{"accuracy": 0.75}\n')  # a previous good result
+    (ws / "prev" / "metrics.json").write_text('{"accuracy": 0.75}\n')  # a previous good result of this command
+    claim(ws / "prev", " ".join(argv[:2] if argv[0] in ("icl", "lab") else argv[:1]), ["metrics.json"])
     places = {k: str(v) for k, v in fx.items()}
     places.update({"prev": str(ws / "prev"), "ws": str(ws)})
     if setup:

@@ -119,3 +119,67 @@ def test_alias_not_installed_online_resolves_to_the_hub(monkeypatch):
     monkeypatch.setattr(aliases, "package_dir", lambda module: None)
     assert resolve("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert resolve("gemma3-270m") == "google/gemma-3-270m"
+
+
+# --- issue 21, item 5: the cache heals itself; the .gguf is never blamed for a damaged copy -------------------
+@pytest.mark.parametrize("damage", ["delete weights", "truncate weights", "delete config", "edit config"])
+def test_a_damaged_cache_entry_is_rebuilt_with_one_line(written, cache, capsys, damage):
+    path, want = written
+    load_model(str(path), head="causal-lm", dtype="float32")
+    entry = next((cache / "gguf").iterdir())
+    weights, config = entry / "model.safetensors", entry / "config.json"
+    if damage == "delete weights":
+        weights.unlink()
+    elif damage == "truncate weights":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif damage == "delete config":
+        config.unlink()
+    else:
+        config.write_text(config.read_text().replace('"num_hidden_layers": 2', '"num_hidden_layers": 3'))
+    capsys.readouterr()
+    model = load_model(str(path), head="causal-lm", dtype="float32")
+    err = capsys.readouterr().err
+    assert err.count(f"the cached copy of {path.name}") == 1 and "rebuilding it" in err
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS).logits, want, rtol=0, atol=1e-6)
+    assert gguf_source.cache_damage(entry) is None
+
+
+def test_a_folder_with_one_gguf_and_a_config_json_loads_the_gguf(written, cache, tmp_path):
+    path, want = written
+    repo = tmp_path / "repo"  # as many GGUF repositories are: the .gguf plus a config.json, no other weights
+    repo.mkdir()
+    (repo / path.name).write_bytes(path.read_bytes())
+    (repo / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    model = load_model(str(repo), head="causal-lm", dtype="float32")
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS).logits, want, rtol=0, atol=1e-6)
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_before_converting(written, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("LEANTUNE_CACHE", str(blocker))
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the conversion must not start when its result cannot be stored")
+
+    monkeypatch.setattr(gguf_source, "_load_through_transformers", must_not_run)
+    assert main(["inspect", str(written[0])]) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("leantune: error:")]
+    assert len(lines) == 1 and "the model cache" in lines[0] and "LEANTUNE_CACHE" in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_sigterm_during_a_conversion_leaves_no_temporary_folder(written, cache, monkeypatch, capsys):
+    import os
+    import signal
+
+    def killed(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(gguf_source, "_load_through_transformers", killed)
+    assert main(["inspect", str(written[0])]) == 128 + signal.SIGTERM
+    assert "terminated" in capsys.readouterr().err
+    assert list((cache / "gguf").iterdir()) == []  # neither an entry nor the hidden folder it was built in

@@ -5,15 +5,16 @@ from pathlib import Path
 import pytest
 
 from leantune.cli import main
-from leantune.recipes.demo import MARKER, prepare_out_dir
+from leantune.recipes.demo import prepare_out_dir
 from leantune.errors import LeantuneError
+from leantune.outputs import MANIFEST, claim
 
 
 def test_demo_refuses_a_users_nonempty_folder(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("years of work")
     assert main(["demo", "--out", str(tmp_path), "--quick", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("leantune: error:") == 1 and "not a previous demo output" in err
+    assert err.count("leantune: error:") == 1 and "holds files leantune did not write (thesis.tex)" in err
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]  # nothing written either
 
@@ -25,20 +26,41 @@ def test_demo_refuses_an_existing_file(tmp_path, capsys):
     assert "existing file" in capsys.readouterr().err and f.read_text() == "keep me"
 
 
-def test_rerun_clears_only_what_the_demo_wrote(tmp_path):
-    out = tmp_path / "demo"
+def _old_demo(out: Path) -> None:
+    """A previous demo output: its files, listed by its manifest."""
     prepare_out_dir(out)
     (out / "finetune" / "qv").mkdir(parents=True)
+    (out / "finetune" / "qv" / "metrics.json").write_text("{}")
+    claim(out / "finetune" / "qv", "finetune", ["metrics.json"])  # the finetune run's own manifest
     (out / "report.md").write_text("old report")
-    (out / "my_notes.md").write_text("a user's file placed next to the demo output")
+    claim(out, "demo", ["finetune/qv/metrics.json", "report.md"])
+
+
+def test_rerun_clears_only_what_the_demo_wrote(tmp_path):
+    out = tmp_path / "demo"
+    _old_demo(out)
     prepare_out_dir(out)
     assert not (out / "finetune").exists() and not (out / "report.md").exists()
-    assert (out / "my_notes.md").read_text().startswith("a user's file") and (out / MARKER).is_file()
+    assert (out / MANIFEST).is_file()
+
+
+@pytest.mark.parametrize("where", ["my_notes.md", "finetune/my_notes.md", "finetune/qv/my_notes.md"])
+def test_a_users_file_in_a_demo_folder_is_refused_and_kept_with_overwrite(tmp_path, where, capsys):
+    out = tmp_path / "demo"
+    _old_demo(out)
+    (out / where).write_text("a user's file placed inside the demo output")
+    assert main(["demo", "--out", str(out), "--quick", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("leantune: error:") == 1 and f"holds files leantune did not write ({where})" in err
+    assert (out / "report.md").read_text() == "old report"  # refused: nothing removed
+    prepare_out_dir(out, overwrite=True)  # allowed explicitly: the demo's files go, the user's stays
+    assert (out / where).read_text().startswith("a user's file")
+    assert not (out / "report.md").exists() and not (out / "finetune" / "qv" / "metrics.json").exists()
 
 
 def test_empty_folder_is_used(tmp_path):
     prepare_out_dir(tmp_path)
-    assert (tmp_path / MARKER).is_file()
+    assert (tmp_path / MANIFEST).is_file()
 
 
 def test_lab_train_never_writes_into_the_package(tmp_path):

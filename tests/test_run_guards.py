@@ -14,6 +14,8 @@ import pytest
 from ft_helpers import model_dir, sentences, write_csv
 from leantune.cli import main
 from leantune.errors import LeantuneError
+from leantune.outputs import MANIFEST
+from leantune.svd.runlock import PID_FILE
 from leantune.models import gpt2_tokenizer_offline
 from leantune.svd.journal import Journal
 from leantune.recipes.icl_search import icl_search
@@ -53,6 +55,7 @@ def test_resume_after_a_torn_last_line_loses_nothing(gpt2, tmp_path):
     lines = (tmp_path / "clean" / "candidates.jsonl").read_text().splitlines()
     assert len(lines) == 5  # baseline + 2 modules x 2 rates
     (torn / "run.json").write_text((tmp_path / "clean" / "run.json").read_text())
+    (torn / MANIFEST).write_text((tmp_path / "clean" / MANIFEST).read_text())  # listed when the search began
     # two finished candidates, the third cut half-way through its line
     (torn / "candidates.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][: len(lines[2]) // 2])
 
@@ -89,8 +92,8 @@ def test_second_search_on_the_same_folder_is_refused_and_sigkill_frees_it(gpt2, 
     # the kernel released the killed holder's lock: no stale lock (resuming after SIGKILL is
     # test_svd_search.py::test_resume_after_sigkill_skips_finished_and_ends_the_same)
     with search_lock(tmp_path):
-        assert (tmp_path / "search.pid").read_text().strip() == str(os.getpid())
-    assert not (tmp_path / "search.pid").exists()
+        assert (tmp_path / PID_FILE).read_text().strip() == str(os.getpid())
+    assert not (tmp_path / PID_FILE).exists()
 
 
 def test_wait_lock_waits_for_the_holder(gpt2, tmp_path):

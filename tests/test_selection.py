@@ -139,3 +139,27 @@ def test_bad_selection_options_are_one_line(tiny, tmp_path, bad, msg, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0]
+
+
+def test_report_rebuilds_from_the_folder_alone_old_folders_included(tiny, tmp_path, constant_evaluator, capsys):
+    run = tmp_path / "r"
+    icl_search(str(tiny), out=str(run), **SEARCH)
+    page = (run / "report.html").read_text()
+    for needle in ("No edit adopted", "label-prior shift", "Statistics", "95% CI", "constant predictor",
+                   "Test confusion matrices", "refused winner would have gained", "data:image/png;base64,"):
+        assert needle in page, needle
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.html").read_text() == page  # the page depends only on the files
+    # a summary written before the statistics existed still gets a page with what it has
+    old = json.loads((run / "summary.json").read_text())
+    for k in ("selection", "calibration_control"):
+        old.pop(k)
+    for split in ("validation", "test"):
+        old[split] = {k: old[split][k] for k in ("before", "after", "n")}
+    (run / "summary.json").write_text(json.dumps(old))
+    assert main(["report", str(run)]) == 0 and "Chosen: none" in (run / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no summary.json" in err[0]

@@ -223,8 +223,7 @@ def qv_param_groups(model: nn.Module, lr: float, v_ratio: float = 4.0, k_ratio: 
     ``loraplus_ratio`` times the matrix's lr) / ``.magnitude`` (DoRA) variants, ``head`` (``head_lr``,
     default ``lr``) and ``all`` for anything else that trains. Biases and magnitudes never decay.
     """
-    if lr <= 0 or v_ratio <= 0 or k_ratio <= 0 or loraplus_ratio <= 0:
-        raise LeantuneError("lr, v_ratio, k_ratio and loraplus_ratio must be positive")
+    _check_rates("qv_param_groups", lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)
     groups = build_groups(trained_tensors(model), lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)
     if not groups:
         raise LeantuneError("nothing in the model is trainable: attach adapters or set requires_grad first")
@@ -239,5 +238,16 @@ def create_optimizer(model: nn.Module, optimizer_cls=torch.optim.AdamW, *, lr: f
     The analogue of PEFT's ``create_loraplus_optimizer(model, optimizer_cls, lr=..., loraplus_lr_ratio=...)``;
     ``optimizer_kwargs`` (``betas``, ``eps``, ...) go to ``optimizer_cls``.
     """
+    _check_rates("create_optimizer", lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)
     groups = qv_param_groups(model, lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)
     return optimizer_cls(groups, lr=lr, **optimizer_kwargs)
+
+
+def _check_rates(func: str, lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay) -> None:
+    """The command line's rules (finite, > 0, a number and not a string): a NaN lr never reaches a group."""
+    from ..validate import check_call
+
+    if lr is None:
+        raise LeantuneError(f"{func}() argument lr is required (a finite number > 0)")
+    check_call(func, lr=lr, v_ratio=v_ratio, k_ratio=k_ratio, head_lr=head_lr, loraplus_ratio=loraplus_ratio,
+               weight_decay=weight_decay)

@@ -145,24 +145,29 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None,
-                  dtype: str = "auto", device: str | None = None) -> Path:
+                  dtype: str = "auto", device: str | None = None, overwrite: bool = False) -> Path:
     """Fold the adapter into its base model and write a dense model with ``save_pretrained``.
 
-    ``dtype="auto"`` keeps the base checkpoint's dtype (the adapter is merged in that dtype)."""
-    from ..models import load_tokenizer
+    ``dtype="auto"`` keeps the base checkpoint's dtype (the adapter is merged in that dtype). ``out_dir`` follows
+    the output-folder policy (:mod:`leantune.outputs`): never the base model's folder, whose adapter would then
+    be applied twice by the next merge."""
+    from ..models import input_path, load_tokenizer
+    from ..outputs import OutputFolder
 
+    meta = read_meta(adapter_dir)
+    folder = OutputFolder(out_dir, "merge", overwrite=overwrite,
+                          inputs={"adapter": adapter_dir, "base model": input_path(base_model or meta["base_model"])})
     model, adapted, meta = load_adapter(adapter_dir, base_model, dtype=dtype, device=device)
     adapted.merge()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))  # safetensors
-    tok_src = meta.get("tokenizer") or base_model or meta["base_model"]
-    if tok_src != "gpt2-offline":
-        try:
-            load_tokenizer(tok_src, meta.get("trust_remote_code", False)).save_pretrained(str(out_dir))
-        except LeantuneError:
-            pass  # a model without a tokenizer of its own (e.g. a random test model) still merges
-    return out_dir
+    with folder as stage:
+        model.save_pretrained(str(stage))  # safetensors
+        tok_src = meta.get("tokenizer") or base_model or meta["base_model"]
+        if tok_src != "gpt2-offline":
+            try:
+                load_tokenizer(tok_src, meta.get("trust_remote_code", False)).save_pretrained(str(stage))
+            except LeantuneError:
+                pass  # a model without a tokenizer of its own (e.g. a random test model) still merges
+    return Path(out_dir)
 
 
 @torch.no_grad()

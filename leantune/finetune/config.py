@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import LeantuneError
 from ..options import option
+from ..outputs import OVERWRITE_HELP
 
 TARGETS = ("qv", "qkv", "qk", "q", "v", "k", "attn", "all")
 
@@ -115,6 +116,7 @@ class FinetuneConfig:
                                 "grad-accum x processes")
     trust_remote_code: bool = option(False)
     quiet: bool = option(False, "no progress bar")
+    overwrite: bool = option(False, OVERWRITE_HELP, recorded=False)
     export_peft: bool = option(True, "skip the PEFT-format copy of a LoRA adapter (config key: export_peft: false)",
                                off_flag="--no-peft-export")
 
@@ -170,6 +172,9 @@ def build_config(file: str | Path | None = None, **overrides) -> FinetuneConfig:
     unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:
         raise LeantuneError(f"unknown fine-tuning option(s): {', '.join(unknown)}")
+    from ..validate import check_types
+
+    check_types(FinetuneConfig, values)  # the command line's type check, for the file and the keywords
     try:
         cfg = FinetuneConfig(**values)
     except TypeError as e:

@@ -70,17 +70,59 @@ def _builtin(cfg: FinetuneConfig) -> ClassificationData:
                               {"data_dir": str(data_dir) if data_dir else "hub"})
 
 
+def label_text(value) -> str | None:
+    """A label as one canonical string, read once where data enters: numbers equal as numbers are one label
+    (``0``, ``0.0`` and ``"0.0"``, as pandas exports integer labels, are all ``"0"``); None for a missing
+    label (JSON null, an empty CSV field)."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        x = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(x):  # "nan", "inf" are words here, not numbers
+        return text
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
+def _label_order(label: str):
+    """Numbers in numeric order (2 before 10), then words in text order."""
+    try:
+        return (0, float(label), "")
+    except ValueError:
+        return (1, 0.0, label)
+
+
 def _read_custom(path: str, cfg: FinetuneConfig) -> list[dict]:
+    """The file's rows as {text columns..., "label": canonical label}; every row is checked, not only the first."""
     rows = read_table(Path(path))
     if not rows:
         raise LeantuneError(f"{path} holds no rows")
-    columns = list(rows[0])
     if not cfg.text_columns:
         raise LeantuneError("custom data needs --text-columns (one or two column names, comma-separated)")
+    columns = list(rows[0])
     for col in [*cfg.text_columns, cfg.label_column]:
         if col not in columns:
             raise LeantuneError(f"{path} has no column '{col}'; its columns are: {', '.join(map(str, columns))}")
-    return rows
+    out = []
+    for n, r in enumerate(rows, 1):  # n: the record's number (a CSV's header row not counted)
+        texts = {}
+        for c in cfg.text_columns:
+            if r.get(c) is None:
+                raise LeantuneError(f"{path}: record {n} has no value for the text column '{c}'; fill it in or "
+                                    "remove the record")
+            texts[c] = str(r[c])
+        label = label_text(r.get(cfg.label_column))
+        if label is None:
+            raise LeantuneError(f"{path}: record {n} has no label (column '{cfg.label_column}' is missing, empty or "
+                                "null); fill it in or remove the record")
+        out.append({**texts, "label": label})
+    return out
 
 
 def _custom(cfg: FinetuneConfig) -> ClassificationData:
@@ -88,21 +130,20 @@ def _custom(cfg: FinetuneConfig) -> ClassificationData:
     if metric not in METRICS:
         raise LeantuneError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
     train_rows = _read_custom(cfg.train_file, cfg)
-    # labels: the sorted distinct values of the train file's label column (as strings)
-    labels = tuple(sorted({str(r[cfg.label_column]).strip() for r in train_rows}))
+    # labels: the distinct (canonical) values of the train file's label column, numbers in numeric order
+    labels = tuple(sorted({r["label"] for r in train_rows}, key=_label_order))
     if len(labels) < 2:
         raise LeantuneError(f"label column '{cfg.label_column}' of {cfg.train_file} has a single value {labels}; "
                             "classification needs at least two")
     index = {v: i for i, v in enumerate(labels)}
 
     def records(rows, path):
-        unseen = sorted({str(r[cfg.label_column]).strip() for r in rows} - set(index))
+        unseen = sorted({r["label"] for r in rows} - set(index), key=_label_order)
         if unseen:
             raise LeantuneError(f"label column '{cfg.label_column}' of {path} has value(s) never seen in "
                                 f"{cfg.train_file}: {', '.join(map(repr, unseen[:5]))}; known labels: "
                                 f"{', '.join(labels)}")
-        return [{**{c: str(r[c]) for c in cfg.text_columns}, "label": index[str(r[cfg.label_column]).strip()],
-                 "idx": i} for i, r in enumerate(rows)]
+        return [{**r, "label": index[r["label"]], "idx": i} for i, r in enumerate(rows)]
 
     train = records(train_rows, cfg.train_file)
     note = ""

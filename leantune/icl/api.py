@@ -42,5 +42,10 @@ def evaluate_icl(model, tokenizer, task: Task | str, shots: int = 4, n_eval: int
     ``tokens_processed``, ``seconds`` (``acc_norm`` for multiple choice), ``task``, ``shots_per_class``,
     ``examples`` (which records were used) and ``predictions`` (one record per example).
     """
+    from ..validate import check_call, check_model_arg, check_tokenizer_arg
+
+    check_model_arg("evaluate_icl", model)  # before any data is read or tokenized
+    check_tokenizer_arg("evaluate_icl", tokenizer)
+    check_call("evaluate_icl", shots=shots, n_eval=n_eval, seed=seed, batch_size=batch_size)
     return PreparedICLEval(tokenizer, task, shots, n_eval, seed, calibrate, batch_size, split,
                            data_dir).run(model, progress)

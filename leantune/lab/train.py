@@ -116,11 +116,14 @@ def _refuse_package_dir(out: Path) -> None:
 
 
 def train(cfg: LabTrainConfig, out: str | Path, progress: bool = True, eval_instances: int = 48,
-          monitor: int = 0) -> dict:
+          monitor: int = 0, overwrite: bool = False) -> dict:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
+    from ..outputs import OutputFolder
+
     _refuse_package_dir(Path(out))
+    folder = OutputFolder(out, "lab train", overwrite=overwrite)  # checked now, written after training
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -160,14 +163,13 @@ def train(cfg: LabTrainConfig, out: str | Path, progress: bool = True, eval_inst
                 print(f"step {step + 1}: loss_ema {ema:.3f} icl(4-shot, 8 instances) {icl:.3f}", flush=True)
     model.eval()
     seconds = time.perf_counter() - t0
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.to("cpu").save_pretrained(out)
-    tok.save_pretrained(out)
     from .report import shots_table
 
-    table = shots_table(str(out), instances=eval_instances, progress=progress)
-    report = {"config": asdict(cfg), "train_seconds": seconds, "history": history, "shots": table,
-              "eval_instances": eval_instances, "versions": versions()}
-    write_json(out / "lab_train.json", report)
+    with folder as stage:  # the checkpoint and its report appear together, or not at all
+        model.to("cpu").save_pretrained(stage)
+        tok.save_pretrained(stage)
+        table = shots_table(str(stage), instances=eval_instances, progress=progress)
+        report = {"config": asdict(cfg), "train_seconds": seconds, "history": history, "shots": table,
+                  "eval_instances": eval_instances, "versions": versions()}
+        write_json(stage / "lab_train.json", report)
     return report

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..options import option
+from ..outputs import OVERWRITE_HELP
 
 TASK_HELP = ("(required) task name (sst2, rte, cb, copa, mrpc, emoc, agnews, boolq) or a task file (.yaml/.json)")
 DTYPE_HELP = "auto (the checkpoint's own) | float32 | bfloat16 | float16"
@@ -13,6 +14,10 @@ DTYPE_HELP = "auto (the checkpoint's own) | float32 | bfloat16 | float16"
 
 def dtype_option(default: str = "auto"):
     return option(default, DTYPE_HELP)
+
+
+def overwrite_option():
+    return option(False, OVERWRITE_HELP, recorded=False)  # not part of a run's identity: a resume may add it
 
 
 def device_option():
@@ -55,6 +60,6 @@ class ICLCommon:
     data_dir: str | None = option(None, "local data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
     dtype: str = dtype_option()
     device: str | None = device_option()
-    device_map: str | None = device_map_option()
+    device_map: str | dict | None = device_map_option()  # a dict: a library call's own map
     max_memory: str | None = max_memory_option()
     trust_remote_code: bool = option(False)

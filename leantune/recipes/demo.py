@@ -20,13 +20,14 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from ..errors import LeantuneError
-from .common import Recipe
+from .common import Recipe, overwrite_option
 from ..options import option
 from ..report import format_table
 
 @dataclass
 class DemoConfig:
     out: str = option("runs/demo", "report folder (a rerun clears only what a demo wrote there)")
+    overwrite: bool = overwrite_option()
     quick: bool = option(False, "a tiny budget (seconds), for smoke tests")
     device: str | None = option(None, "cpu | cuda | cuda:N for both halves (default: cpu, or the Trainer's choice)")
     dtype: str = option("float32", "weights' dtype of the SVD half: float32 (default, the report's numbers) | "
@@ -40,7 +41,8 @@ FT_STEPS = 200
 SVD_MODEL, SVD_TASK, SVD_SHOTS, SVD_N_VAL, SVD_N_TEST = "smollm2-135m", "sst2", 5, 100, 200
 
 
-def _finetune_part(out: Path, quick: bool, progress: bool, device: str | None = None) -> list[dict]:
+def _finetune_part(out: Path, quick: bool, progress: bool, device: str | None = None,
+                   overwrite: bool = False) -> list[dict]:
     from ..finetune.config import build_config
     from .finetune import finetune
 
@@ -50,7 +52,7 @@ def _finetune_part(out: Path, quick: bool, progress: bool, device: str | None = 
         cfg = build_config(model="minilm", task="sst2", targets=targets, method="lora", rank=8, alpha=16,
                            lr=5e-4, v_lr_ratio=lam, max_steps=8 if quick else FT_STEPS, batch_size=16 if quick else 32,
                            max_length=32 if quick else 64, seed=0, out=str(run), eval_every=4 if quick else 100,
-                           device=device)
+                           device=device, overwrite=overwrite)
         t0 = time.perf_counter()
         m = finetune(cfg)
         rows.append({"config": label, "targets": targets, "lambda": lam, "dev_accuracy": m["eval"].get("accuracy"),
@@ -61,62 +63,53 @@ def _finetune_part(out: Path, quick: bool, progress: bool, device: str | None = 
     return rows
 
 
-def _svd_part(out: Path, quick: bool, progress: bool, device: str | None = None, dtype: str = "float32") -> dict:
+def _svd_part(out: Path, quick: bool, progress: bool, device: str | None = None, dtype: str = "float32",
+              overwrite: bool = False) -> dict:
     from ..svd import PAPER_RATES
     from .icl_search import icl_search
 
     if quick:  # the same path on a sliver of the work: one layer, two rates, a handful of examples
         return icl_search(SVD_MODEL, SVD_TASK, strategy="grid", modules="mlp,attn", layers="last1", rates=(0.0, 0.9),
                           shots=1, n_val=8, n_test=8, n_confirm=8, seed=0, batch_size=8, dtype=dtype,
-                          device=device, out=str(out / "svd_search"), progress=progress)
+                          device=device, out=str(out / "svd_search"), progress=progress, overwrite=overwrite)
     return icl_search(SVD_MODEL, SVD_TASK, strategy="grid", modules="mlp,attn", layers="last4", rates=PAPER_RATES,
                       shots=SVD_SHOTS, n_val=SVD_N_VAL, n_test=SVD_N_TEST, seed=0, batch_size=16, dtype=dtype,
-                      device=device, out=str(out / "svd_search"), progress=progress)
+                      device=device, out=str(out / "svd_search"), progress=progress, overwrite=overwrite)
 
 
-MARKER = ".leantune-demo"  # written into every demo folder: the only kind of folder a rerun may clear
-# What a demo run writes at the top of its folder; a rerun removes these and nothing else.
-_DEMO_ENTRIES = ("finetune", "svd_search", "results.json", "report.md", "svd_heatmap.png",
-                 "finetune_qkv_curves.png", "finetune_qv_curves.png", MARKER)
-
-
-def prepare_out_dir(out: Path) -> None:
+def prepare_out_dir(out: Path, overwrite: bool = False) -> set[str]:
     """Make ``out`` ready for a fresh demo run without ever deleting what the demo did not create.
 
-    A missing or empty folder is used as is. A folder that holds our marker is a previous demo output:
-    only the entries a demo writes are removed (a user's own file placed there survives). Any other
-    non-empty folder, or a file, is refused.
+    The output-folder policy (:mod:`leantune.outputs`): a new or empty folder is used as is; a previous demo
+    output loses exactly the files its manifest lists; a folder holding anything else (a user's file, also
+    inside ``finetune/``) is refused unless ``overwrite``, and even then only the demo's own files go.
+    Returns the files that were there and are not the demo's (never listed as its own).
     """
-    if out.exists() and not out.is_dir():
-        raise LeantuneError(f"--out {out} is an existing file, not a folder; give a new folder for the demo")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise LeantuneError(f"--out {out} is a non-empty folder that is not a previous demo output; "
-                                f"give a new or empty folder (nothing was changed)")
-        for name in _DEMO_ENTRIES:
-            entry = out / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            elif entry.exists() or entry.is_symlink():
-                entry.unlink()
+    from ..outputs import check_out_folder, claim, foreign_files, remove_listed
+
+    check_out_folder("--out", out, "demo", overwrite)
+    kept = set(foreign_files(out, limit=10**9)) if out.is_dir() else set()
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MARKER).write_text("leantune demo output; `leantune demo` may clear what it wrote here\n")
+        remove_listed(out, "demo")
+        claim(out, "demo", [])  # the folder is a demo's from now on, even if this run is killed
     except OSError as e:
-        raise LeantuneError(f"--out {out}: cannot create the folder ({e.strerror}); choose a writable path") from e
+        raise LeantuneError(f"--out {out}: cannot prepare the folder ({e.strerror}); choose a writable path") from e
+    return kept
 
 
 def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True, device: str | None = None,
-         dtype: str = "float32") -> Path:
+         dtype: str = "float32", overwrite: bool = False) -> Path:
+    from ..outputs import claim, files_under
+
     out = Path(out)
-    prepare_out_dir(out)
+    kept = prepare_out_dir(out, overwrite)
     t0 = time.perf_counter()
     if progress:
         print("(a) train less: MiniLM on SST-2, LoRA(QKV) lambda=1 vs LoRA(QV) lambda=4", flush=True)
-    ft = _finetune_part(out, quick, progress, device)
+    ft = _finetune_part(out, quick, progress, device, overwrite)
     if progress:
         print(f"(b) keep less: SVD search for ICL on {SVD_MODEL} (real pretrained weights), task {SVD_TASK}", flush=True)
-    svd = _svd_part(out, quick, progress, device, dtype)
+    svd = _svd_part(out, quick, progress, device, dtype, overwrite)
     seconds = time.perf_counter() - t0
     results = {"finetune": ft, "svd_search": svd, "seconds": seconds, "quick": quick}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -127,6 +120,8 @@ def demo(out: str = "runs/demo", quick: bool = False, progress: bool = True, dev
     shutil.copy(out / "svd_search" / "heatmap.png", out / "svd_heatmap.png")
     report = out / "report.md"
     report.write_text(_markdown(ft, svd, seconds, quick))
+    # everything here now is this run's, except what was kept from before: the next rerun removes exactly that
+    claim(out, "demo", [f for f in files_under(out) if f not in kept])
     if progress:
         print(report.read_text())
     return report
@@ -191,7 +186,8 @@ CONFIG = DemoConfig
 
 
 def run(cfg: DemoConfig, progress: bool) -> Path:
-    return demo(cfg.out, quick=cfg.quick, progress=progress, device=cfg.device, dtype=cfg.dtype)
+    return demo(cfg.out, quick=cfg.quick, progress=progress, device=cfg.device, dtype=cfg.dtype,
+                overwrite=cfg.overwrite)
 
 
 def report(path: Path, cfg: DemoConfig) -> str:

@@ -11,7 +11,9 @@ import json
 import math
 import os
 import statistics
+import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +27,16 @@ from ..finetune.data import Encoded, compute_metrics, load_data
 from ..finetune.groups import describe_groups, param_groups
 from ..finetune.trainer import peak_rss_mb, trainer_classes, _non_finite
 from ..model_fit import check_vocab_fits, fit_max_length
-from ..models import model_source, tokenizer_for
-from .common import Recipe
+from ..models import input_path, model_source, tokenizer_for
+from .common import Recipe, overwrite_option
 from ..options import option
+from ..outputs import OutputFolder
 from ..runinfo import versions  # one record of library versions for every command
 
 
 def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     """Run one fine-tuning job; writes its outputs under ``cfg.out`` (rank 0) and returns metrics.json's dict."""
-    from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
+    from transformers import set_seed
 
     from ..models import load_model
 
@@ -43,7 +46,10 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     if not cfg.out:
         raise LeantuneError("--out is required: the directory for metrics.json, adapter/ and curves.png")
     out = Path(cfg.out)
-    new_dirs = [d for d in (out / "trainer", out) if not d.exists()]  # deepest first; the only ones we may remove
+    folder = OutputFolder(cfg.out, "finetune", overwrite=cfg.overwrite,
+                          inputs={"model": input_path(cfg.model), "train file": cfg.train_file,
+                                  "eval file": cfg.eval_file,
+                                  "data folder": cfg.data_dir, "tokenizer": cfg.tokenizer})
     data = load_data(cfg)
     tokenizer = tokenizer or tokenizer_for(cfg.model, cfg.tokenizer, cfg.trust_remote_code, need_pad=True)
     set_seed(cfg.seed)  # the head's init and LoRA A matrices are seeded, identically on every rank
@@ -60,6 +66,18 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     adapted = attach(model, cfg.targets, cfg.method, cfg.rank, cfg.alpha, cfg.dropout)
     groups = param_groups(adapted, cfg)
 
+    # rank 0 writes the results: its folder is made (and a write probed) before training, so a location that
+    # cannot take the result fails now, not after the run; the Trainer's own output_dir is a temporary folder
+    # (nothing is saved there: save_strategy="no"). Both go on every exit path.
+    with (folder if int(os.environ.get("RANK", "0")) == 0 else nullcontext()) as stage, \
+            tempfile.TemporaryDirectory(prefix="leantune-trainer-") as trainer_dir:
+        return _train(cfg, data, tokenizer, model, adapted, groups, world, use_cpu, out, stage, trainer_dir)
+
+
+def _train(cfg, data, tokenizer, model, adapted, groups, world, use_cpu, out: Path, stage: Path | None,
+           trainer_dir: str) -> dict:
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
     train_ds = Encoded(data.train, tokenizer, data.text_fields, cfg.max_length)
     eval_ds = Encoded(data.eval, tokenizer, data.text_fields, cfg.max_length)
     epochs = cfg.epochs if cfg.epochs is not None else (None if cfg.max_steps else 3.0)
@@ -68,7 +86,7 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     eval_every = cfg.eval_every or max(1, total // 5)
 
     args = TrainingArguments(
-        output_dir=str(out / "trainer"), save_strategy="no", report_to="none", seed=cfg.seed,
+        output_dir=trainer_dir, save_strategy="no", report_to="none", seed=cfg.seed,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup, max_steps=cfg.max_steps or -1, num_train_epochs=epochs or 1.0,
@@ -97,12 +115,7 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
 
         trainer.remove_callback(PrinterCallback)
     t0 = time.perf_counter()
-    try:
-        result = trainer.train()
-    except BaseException:  # a stopped run leaves no empty folders behind (only ones made here, only if empty)
-        for d in new_dirs:
-            _rmdir_if_empty(d)
-        raise
+    result = trainer.train()
     train_s = time.perf_counter() - t0
     # the last step's update is seen by no later loss: never write weights that became NaN/inf
     bad = next((t.key for t in adapted.trained if not torch.isfinite(t.param).all()), None)
@@ -130,17 +143,9 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
                  "note": data.note, **data.sources},
         "config": cfg.to_dict(), "model_source": model_source(cfg.model), "versions": versions(), "seed": cfg.seed,
     }
-    if trainer.is_world_process_zero():
-        write_outputs(adapted, cfg, data, tokenizer, metrics, out)
-        _rmdir_if_empty(out / "trainer")  # the Trainer's output_dir; nothing is saved there (save_strategy="no")
+    if stage is not None:
+        write_outputs(adapted, cfg, data, tokenizer, metrics, stage, out)
     return metrics
-
-
-def _rmdir_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()  # fails, and so keeps the folder, unless it is empty
-    except OSError:
-        pass
 
 
 def _checkpointing(on: bool) -> dict:
@@ -177,9 +182,13 @@ def _history(log_history: list[dict]) -> dict:
     return {"train": train, "eval": evals}
 
 
-def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metrics: dict, out: Path) -> None:
+def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metrics: dict, out: Path,
+                  final: Path | None = None) -> None:
+    """Write the run's files into ``out``; paths recorded in metrics.json name ``final`` (where ``out`` is
+    renamed to once complete)."""
     from ..finetune.plot import plot_curves
 
+    final = out if final is None else final
     out.mkdir(parents=True, exist_ok=True)
     meta = {"base_model": cfg.model, "head": "seq-cls", "task": data.task, "labels": list(data.labels),
             "num_labels": len(data.labels), "text_fields": list(data.text_fields), "max_length": cfg.max_length,
@@ -189,11 +198,12 @@ def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metric
             "loraplus_ratio": cfg.loraplus_ratio, "seed": cfg.seed}
     adapter_dir = save_adapter(adapted, out / "adapter", meta)
     metrics["artifact_bytes"] = dir_bytes(adapter_dir)
-    metrics["adapter_dir"] = str(adapter_dir)
+    metrics["adapter_dir"] = str(final / adapter_dir.relative_to(out))
     if cfg.export_peft and can_export_peft(adapted):
-        metrics["peft_adapter_dir"] = str(export_peft(adapted, out / "peft_adapter", cfg.model))
-    metrics["curves_png"] = str(plot_curves(metrics["history"], out / "curves.png",
-                                            title=f"{cfg.model} {data.task} {cfg.method}({cfg.targets})"))
+        export_peft(adapted, out / "peft_adapter", cfg.model)
+        metrics["peft_adapter_dir"] = str(final / "peft_adapter")
+    plot_curves(metrics["history"], out / "curves.png", title=f"{cfg.model} {data.task} {cfg.method}({cfg.targets})")
+    metrics["curves_png"] = str(final / "curves.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
 
 
@@ -229,12 +239,14 @@ class MergeConfig:
     base_model: str | None = option(None, "override the base model path recorded in the adapter")
     dtype: str = option("auto", "auto (the base model's own: merging keeps it) | float32 | bfloat16 | float16")
     device: str | None = option(None, "cpu, cuda, cuda:1 ... where the merge is computed (default cpu)")
+    overwrite: bool = overwrite_option()
 
 
 def merge(cfg: MergeConfig) -> str:
     from ..finetune.artifacts import merge_adapter
 
-    return str(merge_adapter(cfg.adapter, cfg.out, base_model=cfg.base_model, dtype=cfg.dtype, device=cfg.device))
+    return str(merge_adapter(cfg.adapter, cfg.out, base_model=cfg.base_model, dtype=cfg.dtype, device=cfg.device,
+                             overwrite=cfg.overwrite))
 
 
 def run_merge(cfg: MergeConfig, progress: bool) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..options import build, option
-from .common import Recipe, device_map_option, device_option, dtype_option, max_memory_option
+from .common import Recipe, device_map_option, device_option, dtype_option, max_memory_option, overwrite_option
 
 
 @dataclass
@@ -19,9 +19,10 @@ class ApplyConfig:
     tokenizer: str | None = option(None, "tokenizer to save beside the model (default: the model's)")
     dtype: str = dtype_option()
     device: str | None = device_option()
-    device_map: str | None = device_map_option()
+    device_map: str | dict | None = device_map_option()  # a dict: a library call's own map
     max_memory: str | None = max_memory_option()
     trust_remote_code: bool = option(False)
+    overwrite: bool = overwrite_option()
 
 
 def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, out: str | None = None,
@@ -31,32 +32,37 @@ def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, o
     import torch
 
     from ..errors import LeantuneError
-    from ..models import load_model, tokenizer_for
+    from ..models import input_path, load_model, tokenizer_for
     from ..svd.api import apply_edit
     from ..svd.edits import Edit, check_edit_fits, read_edit_file
+    from ..outputs import OutputFolder
     from ..svd.factorized import factorize, save_factorized
 
     given = {k: v for k, v in (("edit", edit), ("out", out)) if v is not None}
     cfg = build(ApplyConfig, model, **given, **options) if isinstance(model, ApplyConfig) else \
         build(ApplyConfig, None, model=model, **given, **options)
+    folder = OutputFolder(cfg.out, "icl apply", overwrite=cfg.overwrite,
+                          inputs={"model": input_path(cfg.model), "edit file": cfg.edit, "tokenizer": cfg.tokenizer})
     lm = load_model(cfg.model, head=cfg.head, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                     device=cfg.device, device_map=cfg.device_map, max_memory=cfg.max_memory)
     data = read_edit_file(cfg.edit)
     check_edit_fits(lm, data, cfg.edit)
     out_dir = Path(cfg.out)
-    if cfg.factorize:
-        manifest = factorize(lm, [Edit(**e) for e in data["edits"]], getattr(torch, data.get("svd_dtype", "float32")))
-        save_factorized(lm, manifest, out_dir, data)
-        info = {"format": "factorized", "modules": [m["module"] for m in manifest]}
-    else:
-        done = apply_edit(lm, data)  # the record read (and checked) above
-        lm.save_pretrained(out_dir)
-        info = {"format": "dense", "matrices": done["matrices"]}
-    try:
-        tokenizer_for(cfg.model, cfg.tokenizer, cfg.trust_remote_code).save_pretrained(out_dir)
-    except LeantuneError:
-        pass  # a model folder without a tokenizer stays without one; the weights are what was asked for
-    size = sum(p.stat().st_size for p in out_dir.glob("*.safetensors"))
+    with folder as stage:  # written aside, renamed into place when complete
+        if cfg.factorize:
+            manifest = factorize(lm, [Edit(**e) for e in data["edits"]],
+                                 getattr(torch, data.get("svd_dtype", "float32")))
+            save_factorized(lm, manifest, stage, data)
+            info = {"format": "factorized", "modules": [m["module"] for m in manifest]}
+        else:
+            done = apply_edit(lm, data)  # the record read (and checked) above
+            lm.save_pretrained(stage)
+            info = {"format": "dense", "matrices": done["matrices"]}
+        try:
+            tokenizer_for(cfg.model, cfg.tokenizer, cfg.trust_remote_code).save_pretrained(stage)
+        except LeantuneError:
+            pass  # a model folder without a tokenizer stays without one; the weights are what was asked for
+        size = sum(p.stat().st_size for p in stage.glob("*.safetensors"))
     return {**info, "out": str(out_dir), "safetensors_bytes": size}
 
 

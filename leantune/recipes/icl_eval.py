@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..options import build, option
-from .common import ICLCommon, Recipe
+from .common import ICLCommon, Recipe, overwrite_option
 
 
 @dataclass
@@ -16,13 +15,14 @@ class EvalConfig(ICLCommon):
     calibrate: bool = option(False, "contextual calibration (Zhao et al. 2021, 'N/A')")
     edit: str | None = option(None, "apply an SVD edit (from `leantune icl search`) first", metavar="edit.json")
     out: str | None = option(None, "write metrics.json and predictions.jsonl here", metavar="DIR")
+    overwrite: bool = overwrite_option()
 
 
 def icl_eval(model: str | EvalConfig | None = None, task: str | None = None, *, progress: bool = True,
              **options) -> dict:
     """ICL accuracy of a model given by name: one :class:`EvalConfig`, or its fields as keywords."""
-    from ..model_fit import check_vocab_fits
-    from ..models import load_model, model_source, tokenizer_for
+    from ..model_fit import check_causal_lm, check_vocab_fits
+    from ..models import input_path, load_model, model_source, tokenizer_for
     from ..runinfo import versions, write_json, write_jsonl
     from ..icl.api import PreparedICLEval
     from ..icl.splits import make_icl_data
@@ -36,6 +36,13 @@ def icl_eval(model: str | EvalConfig | None = None, task: str | None = None, *, 
                                             "trust_remote_code", "device_map", "max_memory")}
     if isinstance(cfg.device_map, dict):
         record["device_map"] = "custom"
+    folder = None
+    if cfg.out:
+        from ..outputs import OutputFolder
+
+        folder = OutputFolder(cfg.out, "icl eval", overwrite=cfg.overwrite,
+                              inputs={"model": input_path(cfg.model), "edit file": cfg.edit, "task file": cfg.task,
+                                      "data folder": cfg.data_dir, "tokenizer": cfg.tokenizer})
     task_obj = resolve_task(cfg.task)
     data = make_icl_data(task_obj, cfg.shots, None, cfg.n_eval, cfg.seed, cfg.data_dir or "default",
                          test_split=cfg.split)
@@ -44,6 +51,7 @@ def icl_eval(model: str | EvalConfig | None = None, task: str | None = None, *, 
                                cfg.split, cfg.data_dir, data=data)
     lm = load_model(cfg.model, head="causal-lm", dtype=cfg.dtype, device=cfg.device,
                     trust_remote_code=cfg.trust_remote_code, device_map=cfg.device_map, max_memory=cfg.max_memory)
+    check_causal_lm(lm, cfg.model)
     check_vocab_fits(tok, lm, cfg.model, cfg.tokenizer)
     edit_info = None
     if cfg.edit:
@@ -56,9 +64,10 @@ def icl_eval(model: str | EvalConfig | None = None, task: str | None = None, *, 
     examples = m.pop("examples")
     metrics = {**m, "edit": edit_info, "examples": examples, "config": record,
                "model_source": model_source(cfg.model), "versions": versions()}
-    if cfg.out:
-        write_json(Path(cfg.out) / "metrics.json", metrics)
-        write_jsonl(Path(cfg.out) / "predictions.jsonl", predictions)
+    if folder is not None:
+        with folder as stage:  # both files or neither
+            write_json(stage / "metrics.json", metrics)
+            write_jsonl(stage / "predictions.jsonl", predictions)
     return metrics
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..options import build, option
 from ..svd import PAPER_RATES
-from .common import ICLCommon, Recipe
+from .common import ICLCommon, Recipe, overwrite_option
 
 
 @dataclass
@@ -42,15 +42,16 @@ class SearchConfig(ICLCommon):
                                         "at this one-sided level (default 0.05)")
     dry_run: bool = option(False, "print the candidate count, a token estimate and the expected peak memory",
                            recorded=False)
-    reuse_memory: str | None = option(None, "budget for the recorded hidden states of the layer-reuse path on the "
-                                            "model's devices, e.g. 200MB or 2GiB (default: no bound); identical "
-                                            "results", metavar="SIZE")
+    reuse_memory: str | int | None = option(None, "budget for the recorded hidden states of the layer-reuse path on "
+                                                  "the model's devices, e.g. 200MB or 2GiB (default: no bound); "
+                                                  "identical results", metavar="SIZE")
     reuse_overflow: str = option("auto", "beyond --reuse-memory: cpu (keep them on the CPU) | recompute (from the "
                                          "nearest recorded layer) | auto (cpu on an accelerator, recompute on the CPU)")
-    svd_cache_memory: str | None = option(None, "budget for the SVD factors kept between candidates, e.g. 500MB "
+    svd_cache_memory: str | int | None = option(None, "budget for the SVD factors kept between candidates, e.g. 500MB "
                                                 "(default: no bound); factors beyond it are recomputed when "
                                                 "needed, with identical results", metavar="SIZE")
     out: str = option("runs/search", "results; rerun to resume", metavar="DIR")
+    overwrite: bool = overwrite_option()
     wait_lock: bool = option(False, "if another search holds --out, wait for it to finish instead of refusing",
                              recorded=False)
 
@@ -92,17 +93,36 @@ def icl_search(model: str | SearchConfig | None = None, task: str | None = None,
                     **options)
     if cfg.dry_run:  # writes nothing: no lock
         return _search(cfg, progress)
+    from ..outputs import check_out_folder, claim, files_under, foreign_files
     from ..svd.runlock import search_lock
 
+    # before the lock makes the folder: a folder of other files, or an input, is refused at once
+    from ..svd.api import adopt_old_search_folder
+
+    adopt_old_search_folder(Path(cfg.out))
+    check_out_folder("--out", cfg.out, "icl search", cfg.overwrite, _inputs(cfg))
+    out = Path(cfg.out)
+    before = set(foreign_files(out, limit=10**9)) if out.is_dir() else set()  # a user's files (--overwrite)
+
     rank = int(os.environ.get("RANK", "0"))  # torchrun / accelerate set it; the search's own Dist agrees
-    with search_lock(Path(cfg.out), rank, wait=cfg.wait_lock):
-        return _search(cfg, progress)
+    with search_lock(out, rank, wait=cfg.wait_lock):
+        summary = _search(cfg, progress)
+        if rank == 0:  # everything this run wrote is the search's own, whichever step wrote it
+            claim(out, "icl search", [f for f in files_under(out) if f not in before])
+        return summary
+
+
+def _inputs(cfg: SearchConfig) -> dict:
+    from ..models import input_path
+
+    return {"model": input_path(cfg.model), "task file": cfg.task, "data folder": cfg.data_dir,
+            "tokenizer": cfg.tokenizer}
 
 
 def _search(cfg: SearchConfig, progress: bool) -> dict:
     import time
 
-    from ..model_fit import check_vocab_fits, fit_max_length
+    from ..model_fit import check_causal_lm, check_vocab_fits, fit_max_length
     from ..models import load_model, model_source, tokenizer_for
     from ..svd.api import check_search_args, search_svd
 
@@ -118,6 +138,8 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
     lm = load_model(cfg.model, head=head, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code,
                     device_map=cfg.device_map, max_memory=cfg.max_memory)
     tok = tokenizer_for(cfg.model, cfg.tokenizer, cfg.trust_remote_code)
+    if cfg.evaluator == "icl":
+        check_causal_lm(lm, cfg.model)
     check_vocab_fits(tok, lm, cfg.model, cfg.tokenizer)
     max_length = cfg.max_length
     if cfg.evaluator == "classifier":
@@ -132,7 +154,7 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
                          source=None if cfg.dry_run else model_source(cfg.model), reuse_memory=cfg.reuse_memory,
                          reuse_overflow=cfg.reuse_overflow, svd_cache_memory=cfg.svd_cache_memory,
                          guard=cfg.guard, select=cfg.select, n_confirm=parse_n_confirm(cfg.n_confirm),
-                         confirm_alpha=cfg.confirm_alpha)
+                         confirm_alpha=cfg.confirm_alpha, overwrite=cfg.overwrite)
     summary.pop("edit", None)  # the CLI's summary is summary.json's content; the edit is in edit.json
     if "seconds" in summary:
         summary["seconds"]["command"] = time.perf_counter() - t0  # loading, search, selection, test, report

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..lab.train import LabTrainConfig
-from .common import Recipe
+from .common import Recipe, overwrite_option
 from ..options import option
 
 
@@ -21,13 +21,14 @@ class LabTrainCommand:
     # Never the packaged checkpoint: a training run must not overwrite the installed library's files.
     out: str = option("runs/lab", "checkpoint folder (default: runs/lab under the current directory; the packaged "
                                   "lab-icl checkpoint is never written)")
+    overwrite: bool = overwrite_option()
 
 
 def run_train(cfg: LabTrainCommand, progress: bool) -> dict:
     from ..lab.train import train
 
     return train(LabTrainConfig(seed=cfg.seed, steps=cfg.steps, device=cfg.device), cfg.out, progress=progress,
-                 eval_instances=cfg.eval_instances, monitor=cfg.monitor)
+                 eval_instances=cfg.eval_instances, monitor=cfg.monitor, overwrite=cfg.overwrite)
 
 
 def report_train(r: dict, cfg: LabTrainCommand) -> str:

@@ -16,6 +16,7 @@ import torch
 
 from ..arch import get_arch
 from ..errors import LeantuneError
+from ..outputs import check_out_folder, claim, disk_errors, files_under, foreign_files, read_manifest
 from ..precision import model_dtype, parse_bytes
 from ..runinfo import versions, write_json, write_jsonl
 from .edits import Edit, apply_edits, check_edit_fits, check_edit_schema, edit_record, edited, read_edit_file
@@ -89,7 +90,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
                record: dict | None = None, source: dict | None = None, reuse_memory: str | int | None = None,
                reuse_overflow: str = "auto", svd_cache_memory: str | int | None = None, guard: str = "on",
-               select: str = "accuracy", n_confirm: int | str = "auto", confirm_alpha: float = 0.05) -> dict:
+               select: str = "accuracy", n_confirm: int | str = "auto", confirm_alpha: float = 0.05,
+               overwrite: bool = False) -> dict:
     """Search SVD edits of ``model`` (loaded, unedited) on a task's validation examples; test the winner.
 
     ``strategy``: a registered name (paper, grid, greedy, or your own) or a :class:`Strategy` instance.
@@ -115,10 +117,17 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     (``stats``: balanced accuracy, macro-F1, confusion matrices, the constant predictor; ``change``: gained /
     lost examples, McNemar's exact p, paired-bootstrap 95 % intervals), the decision (``selection``) and a
     calibration control (``calibration_control``: the unedited model with contextual calibration).
+    ``overwrite``: allow an ``out`` that holds files leantune did not write (see :mod:`leantune.outputs`).
     """
     from ..icl.splits import make_icl_data
     from ..tasks import Task, resolve_task
+    from ..validate import check_call, check_model_arg, check_tokenizer_arg
 
+    check_model_arg("search_svd", model)  # arguments where they enter, with the command line's rules
+    check_tokenizer_arg("search_svd", tokenizer)
+    check_call("search_svd", shots=shots, n_val=n_val, n_test=n_test, seed=seed, top_k=top_k, batch_size=batch_size,
+               max_length=max_length, rates=rates, layers=layers if isinstance(layers, str) else None,
+               modules=modules if isinstance(modules, str) else None)
     strategy_name = strategy.name if isinstance(strategy, Strategy) else strategy
     rates = [float(r) for r in (rates.split(",") if isinstance(rates, str) else rates)]
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
@@ -158,8 +167,17 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
 
     dist = _dist()
     out_dir = Path(out) if out is not None else None
+    before: set[str] = set()
     if out_dir is not None:
-        _check_run_dir(out_dir, cfg, dist.rank)
+        with disk_errors(f"--out {out_dir}"):
+            if dist.rank == 0:  # a search writes in place (it resumes): the folder must be its own
+                adopt_old_search_folder(out_dir)
+                check_out_folder("--out", out_dir, "icl search", overwrite)
+                before = set(foreign_files(out_dir, limit=10**9)) if overwrite and out_dir.is_dir() else set()
+                if (out_dir / "run.json").exists():
+                    _check_run_dir(out_dir, cfg, dist.rank)  # another search's folder: refused, nothing written
+                claim(out_dir, "icl search", search_files(dist.world))
+            _check_run_dir(out_dir, cfg, dist.rank)
         journal = Journal(out_dir, dist.rank, dist.world)
     else:
         journal = MemoryJournal()
@@ -167,7 +185,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     search = Search(model, arch, val_eval, cache, journal, modules, dist, progress, reuse_memory=budget,
                     reuse_overflow=reuse_overflow, select=rule.metric)
     t0 = time.perf_counter()
-    outcome = search.run(strat, layer_list, rates)
+    with disk_errors(f"--out {out_dir}"):  # a full disk while journaling: one line; finished candidates are kept
+        outcome = search.run(strat, layer_list, rates)
     search_seconds = time.perf_counter() - t0
     if dist.rank != 0:
         return {}
@@ -189,18 +208,20 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                                    test_after, seed, calibrate)
     edit = edit_record(model, cfg["model"], chosen, svd_dtype)
     if out_dir is not None:
-        write_json(out_dir / "edit.json", edit)
+        from ..report import plot_search_heatmap
+
         rows = [{**a, "pred_before": b["pred"], "correct_before": b["correct"], "text": _example_text(task_obj, r)}
                 for a, b, r in zip(test_after.predictions, test_before.predictions, data.test)]
         if winner and not chosen:  # the rejected winner's answers, for the report
             for row, w in zip(rows, test_winner.predictions):
                 row["pred_winner"] = w["pred"]
-        write_jsonl(out_dir / "test_predictions.jsonl", rows)
-        from ..report import plot_search_heatmap
-
-        plot_search_heatmap([results[candidate_key(c)] for c in cands if len(c) <= 1], modules, rates,
-                            out_dir / "heatmap.png", title=f"{task_obj.name}: validation accuracy by layer and rate",
-                            baseline=base_rec["val_accuracy"])
+        with disk_errors(f"--out {out_dir}"):
+            write_json(out_dir / "edit.json", edit)
+            write_jsonl(out_dir / "test_predictions.jsonl", rows)
+            plot_search_heatmap([results[candidate_key(c)] for c in cands if len(c) <= 1], modules, rates,
+                                out_dir / "heatmap.png",
+                                title=f"{task_obj.name}: validation accuracy by layer and rate",
+                                baseline=base_rec["val_accuracy"])
     gold_val, gold_test = val_eval.gold, test_eval.gold
     names = list(val_eval.label_names)
     val_after_rec = win_rec if chosen else base_rec
@@ -237,10 +258,14 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                    "dtype": str(model_dtype(model)).removeprefix("torch.")},
     }
     if out_dir is not None:
-        write_json(out_dir / "summary.json", summary)
         from ..search_report import build_report
 
-        build_report(out_dir)  # from the files just written, exactly as `leantune report DIR` rebuilds it
+        with disk_errors(f"--out {out_dir}"):
+            write_json(out_dir / "summary.json", summary)
+            build_report(out_dir)  # from the files just written, exactly as `leantune report DIR` rebuilds it
+            # whatever else this run wrote is listed too (the folder stays ours); files that were there before
+            # an --overwrite run are not
+            claim(out_dir, "icl search", [f for f in files_under(out_dir) if f not in before])
     return {**summary, "edit": edit}
 
 
@@ -311,6 +336,30 @@ def _calibration_control(model, tokenizer, search, val_eval, test_eval, base_rec
             "matches_edit_gain": bool(edit_gain > 0 and cal_gain >= edit_gain)}
 
 
+
+def adopt_old_search_folder(out: Path) -> None:
+    """A search folder written before manifests existed (run.json, journals, results; nothing else) is a
+    search's own: list its files, so that it resumes as before. Any other file keeps it refused."""
+    import re
+
+    out = Path(out)
+    if not (out / "run.json").is_file() or read_manifest(out) is not None:
+        return
+    known = set(search_files(1))
+    entries = list(out.iterdir())
+    if all(p.is_file() and (p.name in known or re.fullmatch(r"candidates\.rank\d+\.jsonl(\.tmp)?", p.name)
+                            or p.name == "search.pid") for p in entries):
+        claim(out, "icl search", [p.name for p in entries])
+
+
+def search_files(world: int) -> list[str]:
+    """What a search writes in its folder, listed before it is written (a killed run's folder stays ours)."""
+    names = ["run.json", "candidates.jsonl", "summary.json", "edit.json", "heatmap.png", "test_predictions.jsonl"] \
+        + ["report.html"] + [f"candidates.rank{r}.jsonl" for r in range(world)]
+    return names + [n + ".tmp" for n in names if n.endswith((".json", ".jsonl", ".html"))]
+
+
+
 def _dry_run(strategy: Strategy, layers, modules, rates, num_layers, val_eval) -> dict:
     per_eval = val_eval.tokens_per_evaluation
     cand_layers = strategy.planned(layers, modules, rates)
@@ -330,6 +379,12 @@ def apply_edit(model, edit, svd_dtype: str | None = None) -> dict:
     :class:`~leantune.svd.edits.Edit` / ``{"layer", "module", "rate"}`` dicts (``summary["chosen_edits"]``).
     Returns what was done per logical matrix. ``svd_dtype`` defaults to the record's (else float32).
     """
+    from ..validate import check_model_arg
+
+    check_model_arg("apply_edit", model)
+    if not isinstance(edit, (str, Path, dict, list, tuple)):
+        raise LeantuneError(f"apply_edit() argument edit must be the path of an edit.json, an edit record or a list "
+                            f"of edits, got {type(edit).__name__} {edit!r}")
     where = "edit"
     if isinstance(edit, (str, Path)):
         where = str(edit)

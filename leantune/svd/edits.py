@@ -108,6 +108,10 @@ def edit_record(model, model_name: str, edits: list[Edit], svd_dtype: str) -> di
 
 def read_edit_file(path: str) -> dict:
     p = Path(path)
+    if p.is_dir():
+        inside = " (pass the edit.json inside it)" if (p / "edit.json").is_file() else ""
+        raise LeantuneError(f"edit file {path} is a folder{inside}; --edit takes the edit.json written by "
+                            "`leantune icl search`")
     if not p.is_file():
         raise LeantuneError(f"edit file {path} does not exist")
     try:

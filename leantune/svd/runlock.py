@@ -2,7 +2,7 @@
 
 Without it, two searches on the same ``--out`` both compute every candidate and both write
 ``summary.json``. The kernel drops the lock when its holder exits, even on SIGKILL, so a crashed run
-never leaves a stale lock. The holder writes its pid to ``search.pid`` for the refusal message and
+never leaves a stale lock. The holder writes its pid to ``.leantune-search.pid`` for the refusal message and
 removes it when done, so the file exists only while a search runs (a SIGKILLed one leaves it, harmless:
 the next holder overwrites it).
 
@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import LeantuneError
+from ..outputs import OWN_PREFIX
 
-PID_FILE = "search.pid"
+PID_FILE = OWN_PREFIX + "search.pid"  # leantune's bookkeeping: never taken for a user's file
 
 
 def _holder(out_dir: Path) -> str:

@@ -113,4 +113,9 @@ def resolve_task(name_or_path: str) -> Task:
 
     if name_or_path.endswith((".yaml", ".yml", ".json")):
         return load_task_file(name_or_path)
+    p = Path(name_or_path)
+    if p.suffix and (p.exists() or "/" in name_or_path or p.suffix.lower() in (".txt", ".jsonl", ".csv", ".tsv")):
+        # a file, not a name: say what a task file is rather than "unknown task"
+        raise LeantuneError(f"task file {name_or_path}: a task file is .yaml, .yml or .json (format in "
+                            f"leantune/tasks/taskfile.py), not {p.suffix}; data files are named inside it")
     return get_task(name_or_path)

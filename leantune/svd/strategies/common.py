@@ -23,7 +23,9 @@ def candidate_key(edits: list[Edit]) -> str:
 
 def parse_layers(spec: str | None, num_layers: int) -> list[int]:
     """``all`` | ``last4`` | ``8-11`` | ``8:12`` | ``0,3,-1`` (negatives count from the end)."""
-    spec = (spec or "all").strip()
+    spec = "all" if spec is None else spec.strip()
+    if not spec:  # an unset shell variable, not a wish for every layer
+        raise LeantuneError("--layers is empty; give all, last4, 8-11, 8:12 or 0,3,-1")
     if spec == "all":
         return list(range(num_layers))
     m = re.fullmatch(r"last(\d+)", spec)
