@@ -4,7 +4,7 @@ The public API (documented with runnable examples in docs/api.md); names load on
 ``import leantune`` stays light (no torch):
 
 * fine-tuning: :func:`qv_param_groups`, :func:`create_optimizer`, :func:`attach_adapters`,
-  :class:`AdapterConfig`, :class:`AdaptedModel`; new adapter methods: :class:`AdapterMethod`,
+  :class:`AdapterConfig`, :class:`AdaptedModel`, :func:`save_adapters` / :func:`load_adapters`; new adapter methods: :class:`AdapterMethod`,
   :func:`register_method`
 * in-context learning: :func:`evaluate_icl`
 * SVD edits: :func:`search_svd`, :func:`apply_edit`, :class:`Edit`; new search strategies:
@@ -20,7 +20,8 @@ from __future__ import annotations
 # (Light: no torch. Every `import leantune.x` runs this file first, so `lab:N` always resolves.)
 from .lab import synthetic as _lab_tasks  # noqa: F401
 
-_FINETUNE = ("qv_param_groups", "create_optimizer", "attach_adapters", "AdaptedModel", "trained_tensors")
+_FINETUNE = ("qv_param_groups", "create_optimizer", "attach_adapters", "AdaptedModel", "trained_tensors",
+             "save_adapters", "load_adapters")
 _FINETUNE_CONFIG = ("AdapterConfig",)
 _METHODS = ("AdapterMethod", "register_method")
 _ICL = ("evaluate_icl",)

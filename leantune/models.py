@@ -47,7 +47,8 @@ def register_format(fmt: SavedFormat, first: bool = False) -> SavedFormat:
 def _gguf_to_pretrained(path: Path, progress: bool) -> Path:
     from .gguf_source import find_gguf, materialize
 
-    return materialize(find_gguf(path), progress=progress)
+    gguf = find_gguf(path)
+    return materialize(gguf, progress=progress, base_model=portable_name(str(gguf)))
 
 
 def _is_gguf(path: Path) -> bool:
@@ -101,6 +102,9 @@ def resolve(name: str, progress: bool = True) -> str:
             raise LeantuneError(f"model directory {name} has no config.json; pass a directory saved with "
                                 "save_pretrained, a .gguf file, a hub id, or an alias ({})".format(", ".join(ALIASES)))
         return str(path)
+    offline_alias = _installed_alias_for_hub_id(name)
+    if offline_alias is not None:
+        return resolve(offline_alias, progress)
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name \
         or name.lower().endswith(".gguf")
     if looks_like_path:
@@ -109,12 +113,115 @@ def resolve(name: str, progress: bool = True) -> str:
     return name
 
 
+def _alias_of_path(path: Path):
+    """The alias whose installed weights ``path`` is: its GGUF file, a cached conversion of it, or its folder."""
+    from .gguf_source import SOURCE_FILE
+
+    gguf_name = path.name if path.is_file() and path.suffix.lower() == ".gguf" else None
+    if path.is_dir() and (path / SOURCE_FILE).is_file():  # a GGUF converted by leantune: the file it came from
+        try:
+            gguf_name = Path(json.loads((path / SOURCE_FILE).read_text(encoding="utf-8")).get("file") or "").name
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            gguf_name = None
+    for alias in ALIASES.values():
+        if gguf_name is not None:
+            if alias.gguf_name == gguf_name:
+                return alias
+        elif alias.gguf_name is None and alias.installed_at is None:  # a plain folder (minilm, lab-icl): cheap to locate
+            local = alias.locate()
+            if local is not None and local.resolve() == path.resolve():
+                return alias
+    return None
+
+
+def portable_name(name: str) -> str:
+    """The base model as a user would name it on another machine, for what leantune saves.
+
+    An alias is its hub original (``minilm`` -> ``sentence-transformers/all-MiniLM-L6-v2``; ``lab-icl``, which
+    has none, stays ``lab-icl``: it ships with leantune); so is an alias's GGUF file and leantune's cached
+    conversion of it (never the cache path). Other local files and folders are their absolute path; a hub
+    id stays as it is. Readers of these records (``leantune merge``) resolve a hub id of an installed alias
+    back to it when the hub is offline (:func:`resolve`)."""
+    alias = ALIASES.get(name)
+    path = Path(name).expanduser()
+    if alias is None and path.exists():
+        alias = _alias_of_path(path)
+        if alias is None:
+            from .gguf_source import source_record
+
+            gguf = source_record(path) if path.is_dir() else None
+            # a cached conversion of the user's own GGUF: name the file they gave, not our cache folder
+            return gguf["file"] if gguf and gguf.get("file") else os.path.abspath(path)
+    if alias is not None:
+        return alias.hub_id or alias.name
+    return name
+
+
+def base_model_record(name: str) -> dict:
+    """What saved artifacts record about their base model: ``name`` (:func:`portable_name`), the alias it
+    was loaded through and, for GGUF weights, the file's name, sha256 and quantization beside it."""
+    from .gguf_source import source_record
+
+    record: dict = {"name": portable_name(name)}
+    path = Path(name).expanduser()
+    alias = ALIASES.get(name) or (_alias_of_path(path) if path.exists() else None)
+    if alias is not None:
+        record["alias"] = alias.name
+    try:
+        where = resolve(name, progress=False) if alias is None or alias.locate() is not None else None
+    except LeantuneError:
+        where = None
+    gguf = source_record(where) if where and Path(where).is_dir() else None
+    if gguf is not None:
+        record["gguf"] = {"file": Path(gguf["file"] or "").name, "sha256": gguf["sha256"],
+                          "quantization": gguf["quantization"]}
+    return record
+
+
+def label_model(model, name: str):
+    """Name ``model`` as :func:`portable_name` does (transformers' ``name_or_path``, which PEFT copies into
+    ``adapter_config.json``), and keep :func:`base_model_record` on it for leantune's own records."""
+    record = base_model_record(name)
+    model.config._name_or_path = record["name"]
+    if "name_or_path" in model.__dict__:
+        model.name_or_path = record["name"]
+    model.__dict__["leantune_base_model"] = record
+    return model
+
+
+def recorded_base(model) -> dict:
+    """The base-model record of a loaded model: set by :func:`load_model`, else from its ``name_or_path``."""
+    record = model.__dict__.get("leantune_base_model")
+    if record is not None:
+        return dict(record)
+    name = getattr(model.config, "_name_or_path", "") or ""
+    return base_model_record(name) if name else {"name": ""}
+
+
+def _installed_alias_for_hub_id(name: str) -> str | None:
+    """Offline, a hub id that an installed alias stands for (``HuggingFaceTB/SmolLM2-135M-Instruct``, as saved
+    adapters and edits record it) loads that alias, unless the hub original is in the local HF cache."""
+    from .aliases import hub_reachable
+
+    alias = next((a for a in ALIASES.values() if a.hub_id == name), None)
+    if alias is None or hub_reachable():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None  # the real model is cached: transformers loads it offline
+    except (ImportError, ValueError):
+        pass
+    return alias.name if alias.locate() is not None else None
+
+
 def model_source(name: str) -> dict:
     """What a run records about where its weights came from: the name given, what it resolved to and, for
     GGUF sources, the file, its sha256 and its quantization type (weights are dequantized, say so)."""
     from .gguf_source import source_record
 
-    record: dict = {"name": name}
+    record: dict = {"name": name, "base_model": portable_name(name)}
     if name in ALIASES:
         where, how = resolve_alias(name)
         record["alias"] = {"resolved": where, "via": how}
@@ -164,7 +271,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
     where = resolve(name)
     fmt = saved_format(where)
     if fmt is not None and fmt.load is not None:  # e.g. factorized, written by `leantune icl apply --factorize`
-        return fmt.load(Path(where), dtype=dtype, device=default_device(device))
+        return label_model(fmt.load(Path(where), dtype=dtype, device=default_device(device)), name)
     config = load_config(name, trust_remote_code)
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]
@@ -199,7 +306,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
         raise LeantuneError(f"cannot load {name} as {head}: {first}") from None
     if device:
         model.to(device)
-    return model.eval()
+    return label_model(model, name).eval()
 
 
 def _map_for_head(device_map: dict, auto, config) -> dict:

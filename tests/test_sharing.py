@@ -74,3 +74,98 @@ def test_a_factorized_folder_written_before_the_guard_still_loads(factorized, tm
     with torch.no_grad():
         torch.testing.assert_close(load_model(str(old), head="causal-lm")(x).logits,
                                    load_model(str(factorized / "fact"), head="causal-lm")(x).logits)
+
+
+# --- the base model as a user names it elsewhere -----------------------------------------------------------
+MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory):
+    """A few LoRA steps on the real MiniLM through the CLI, named by its alias."""
+    from ft_helpers import sentences, write_csv
+
+    tmp = tmp_path_factory.mktemp("minilm")
+    train = write_csv(tmp / "train.csv", sentences(32, seed=1))
+    out = tmp / "out"
+    assert main(["finetune", "--model", "minilm", "--train-file", str(train), "--text-columns", "text",
+                 "--rank", "2", "--max-steps", "2", "--batch-size", "8", "--max-length", "16", "--dropout", "0",
+                 "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_cli_adapters_record_the_hub_id_of_an_alias(minilm_run, tmp_path):
+    meta = json.loads((minilm_run / "adapter" / "leantune_adapter.json").read_text())
+    assert meta["base_model"] == MINILM_HUB and meta["base_model_source"]["alias"] == "minilm"
+    peft_config = json.loads((minilm_run / "peft_adapter" / "adapter_config.json").read_text())
+    assert peft_config["base_model_name_or_path"] == MINILM_HUB
+    # leantune reads its own record back offline: the hub id is the installed alias
+    assert main(["merge", "--adapter", str(minilm_run / "adapter"), "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert merged["leantune_base_model"]["name"] == MINILM_HUB
+    assert merged["leantune_base_model"]["adapter"]["method"] == "lora"
+
+
+def _fake_hub_cache(cache, repo_id: str, folder) -> None:
+    """The layout huggingface_hub downloads into, holding a local copy of ``folder``: offline, transformers
+    loads ``repo_id`` from it exactly as it would after a download."""
+    snapshot = cache / f"models--{repo_id.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    shutil.copytree(folder, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+
+
+def test_auto_peft_model_loads_the_exported_adapter(minilm_run, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+
+    from leantune.finetune.artifacts import load_adapter
+    from leantune.models import resolve
+
+    peft_dir = str(minilm_run / "peft_adapter")
+    # offline without the model in the HF cache: transformers' one error (PEFT asks for the hub id recorded)
+    with pytest.raises(OSError, match="couldn't find them in the cached files"):
+        AutoPeftModelForSequenceClassification.from_pretrained(peft_dir, cache_dir=str(tmp_path / "empty"))
+    # with the hub's files in the cache (what a download leaves), it loads and predicts as leantune does
+    _fake_hub_cache(tmp_path / "hub", MINILM_HUB, resolve("minilm"))
+    peft_model = AutoPeftModelForSequenceClassification.from_pretrained(peft_dir, cache_dir=str(tmp_path / "hub"))
+    ours, _, _ = load_adapter(minilm_run / "adapter")
+    x = torch.tensor([[101, 2023, 3185, 2001, 2307, 102]])
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model.eval()(input_ids=x).logits, ours(input_ids=x).logits)
+
+
+def test_library_records_name_an_alias_by_its_hub_id_never_the_gguf_cache():
+    from peft import LoraConfig, get_peft_model
+
+    from leantune.models import base_model_record, portable_name, resolve
+    from leantune.svd.edits import edit_record, Edit
+
+    lm = load_model("smollm2-135m", head="causal-lm")
+    cache = resolve("smollm2-135m")  # the converted GGUF in leantune's cache
+    assert lm.name_or_path == lm.config.name_or_path == SMOLLM_HUB
+    assert portable_name(cache) == SMOLLM_HUB and portable_name("minilm") == MINILM_HUB
+    record = base_model_record("smollm2-135m")
+    assert record["gguf"]["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and len(record["gguf"]["sha256"]) == 64
+    edit = edit_record(lm, None, [Edit(29, "mlp", 0.5)], "float32")
+    assert edit["base_model"]["name"] == SMOLLM_HUB and edit["base_model"]["gguf"] == record["gguf"]
+    peft = get_peft_model(lm, LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"]))
+    assert peft.peft_config["default"].base_model_name_or_path == SMOLLM_HUB
+    assert cache not in json.dumps(edit)
+
+
+def test_local_folders_are_recorded_as_absolute_paths(tiny_llama, monkeypatch):
+    from leantune.models import portable_name
+
+    monkeypatch.chdir(tiny_llama.parent)
+    assert portable_name(tiny_llama.name) == str(tiny_llama)
+    assert load_model(tiny_llama.name, head="causal-lm").name_or_path == str(tiny_llama)
+    assert portable_name("gpt2") == "gpt2"  # a hub id stays as it is
+
+
+def test_offline_a_recorded_hub_id_resolves_to_the_installed_alias(monkeypatch, tmp_path):
+    from leantune.models import resolve
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve(SMOLLM_HUB) == resolve("smollm2-135m")
+    assert resolve(MINILM_HUB) == resolve("minilm")

@@ -25,7 +25,7 @@ from ..finetune.data import Encoded, compute_metrics, load_data
 from ..finetune.groups import describe_groups, param_groups
 from ..finetune.trainer import peak_rss_mb, trainer_classes, _non_finite
 from ..model_fit import check_vocab_fits, fit_max_length
-from ..models import model_source, tokenizer_for
+from ..models import base_model_record, model_source, tokenizer_for
 from .common import Recipe
 from ..options import option
 from ..runinfo import versions  # one record of library versions for every command
@@ -181,7 +181,8 @@ def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metric
     from ..finetune.plot import plot_curves
 
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"base_model": cfg.model, "head": "seq-cls", "task": data.task, "labels": list(data.labels),
+    base = base_model_record(cfg.model)  # as a user names it elsewhere: an alias's hub id, an absolute path
+    meta = {"base_model": base["name"], "base_model_source": base, "head": "seq-cls", "task": data.task, "labels": list(data.labels),
             "num_labels": len(data.labels), "text_fields": list(data.text_fields), "max_length": cfg.max_length,
             "tokenizer": cfg.tokenizer, "pad_token_id": tokenizer.pad_token_id,
             "trust_remote_code": cfg.trust_remote_code,
@@ -191,7 +192,7 @@ def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metric
     metrics["artifact_bytes"] = dir_bytes(adapter_dir)
     metrics["adapter_dir"] = str(adapter_dir)
     if cfg.export_peft and can_export_peft(adapted):
-        metrics["peft_adapter_dir"] = str(export_peft(adapted, out / "peft_adapter", cfg.model))
+        metrics["peft_adapter_dir"] = str(export_peft(adapted, out / "peft_adapter", base["name"]))
     metrics["curves_png"] = str(plot_curves(metrics["history"], out / "curves.png",
                                             title=f"{cfg.model} {data.task} {cfg.method}({cfg.targets})"))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")

@@ -31,7 +31,7 @@ def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, o
     import torch
 
     from ..errors import LeantuneError
-    from ..models import load_model, tokenizer_for
+    from ..models import load_model, recorded_base, tokenizer_for
     from ..svd.api import apply_edit
     from ..svd.edits import Edit, check_edit_fits, read_edit_file
     from ..svd.factorized import factorize, save_factorized
@@ -44,6 +44,9 @@ def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, o
     data = read_edit_file(cfg.edit)
     check_edit_fits(lm, data, cfg.edit)
     out_dir = Path(cfg.out)
+    # provenance in the saved config.json: the base as a user names it elsewhere (hub id, absolute path), the
+    # alias and GGUF file it was loaded through, and the edit
+    lm.config.leantune_base_model = {**recorded_base(lm), "edit": data["edits"]}
     if cfg.factorize:
         manifest = factorize(lm, [Edit(**e) for e in data["edits"]], getattr(torch, data.get("svd_dtype", "float32")))
         save_factorized(lm, manifest, out_dir, data)
