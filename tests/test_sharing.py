@@ -169,3 +169,118 @@ def test_offline_a_recorded_hub_id_resolves_to_the_installed_alias(monkeypatch, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve(SMOLLM_HUB) == resolve("smollm2-135m")
     assert resolve(MINILM_HUB) == resolve("minilm")
+
+
+# --- adapted models save, push and checkpoint as adapters, and refuse the rest -------------------------------
+def _adapted_seq_cls(tmp_path, method="lora"):
+    """A tiny Llama classifier saved locally, loaded through leantune, with trained-looking adapters."""
+    from ft_helpers import model_dir
+    from leantune import attach_adapters
+
+    base_dir = model_dir(tmp_path, "llama")
+    model = attach_adapters(load_model(str(base_dir), head="seq-cls"), method=method, rank=4, dropout=0.0)
+    with torch.no_grad():
+        for t in model.trained:
+            t.param.normal_(0, 0.1)
+    return base_dir, model.eval()
+
+
+X = torch.tensor([[2, 7, 9, 11, 30, 3], [2, 15, 17, 3, 0, 0]])
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(input_ids=X).logits
+
+
+def test_save_adapters_writes_leantune_and_peft_formats_in_one_folder(tmp_path):
+    from peft import PeftModel
+
+    from leantune import load_adapters, save_adapters
+
+    base_dir, model = _adapted_seq_cls(tmp_path)
+    out = save_adapters(model, tmp_path / "adapter")
+    assert {"adapter.safetensors", "leantune_adapter.json", "adapter_config.json",
+            "adapter_model.safetensors"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base_dir)
+    again = load_adapters(None, out)  # the base model recorded in the adapter
+    torch.testing.assert_close(_logits(again), _logits(model))
+    fresh = load_model(str(base_dir), head="seq-cls")
+    torch.testing.assert_close(_logits(PeftModel.from_pretrained(fresh, str(out)).eval()), _logits(model))
+    # a method the PEFT export does not hold (DoRA here) saves leantune's files only
+    dora = _adapted_seq_cls(tmp_path / "d", method="dora")[1]
+    assert not (save_adapters(dora, tmp_path / "dora") / "adapter_config.json").exists()
+
+
+def test_push_to_hub_uploads_the_adapter_never_the_base_model(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from leantune import load_adapters
+
+    calls = {}
+
+    def create_repo(self, repo_id, **kw):
+        calls["repo"] = repo_id
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):  # the mocked hub keeps a copy of what it was given
+        shutil.copytree(folder_path, tmp_path / "hub" / repo_id)
+        return "commit"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    _, model = _adapted_seq_cls(tmp_path)
+    assert model.push_to_hub("me/tiny-adapter") == "commit" and calls["repo"] == "me/tiny-adapter"
+    uploaded = tmp_path / "hub" / "me" / "tiny-adapter"
+    assert not (uploaded / "model.safetensors").exists() and (uploaded / "leantune_adapter.json").is_file()
+    torch.testing.assert_close(_logits(load_adapters(None, uploaded)), _logits(model))
+
+
+def test_other_base_model_attributes_are_refused(tmp_path):
+    from leantune.finetune.api import AdaptedModelAttributeError
+
+    _, model = _adapted_seq_cls(tmp_path)
+    assert model.config.num_labels == 2 and model.device.type == "cpu"  # what describes the model answers
+    for name in ("resize_token_embeddings", "tie_weights", "add_adapter"):  # they would act on the base model
+        assert hasattr(model.get_base_model(), name)
+        with pytest.raises(AdaptedModelAttributeError, match=f"get_base_model\\(\\).{name}"):
+            getattr(model, name)
+    assert getattr(model, "not_an_attribute", None) is None
+
+
+def _rows():
+    g = torch.Generator().manual_seed(0)
+    return [{"input_ids": torch.randint(5, 37, (8,), generator=g), "labels": i % 2} for i in range(16)]
+
+
+def _trainer(model, out, steps, **kw):
+    from leantune import create_optimizer
+
+    args = tf.TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=4,
+                                lr_scheduler_type="constant", report_to="none", save_strategy="steps", save_steps=2,
+                                seed=0, disable_tqdm=True, **kw)
+    return tf.Trainer(model=model, args=args, train_dataset=_rows(), optimizers=(create_optimizer(model, lr=1e-2), None))
+
+
+def test_trainer_save_model_then_merge_and_resume(tmp_path):
+    from leantune import attach_adapters, load_adapters
+
+    base_dir, _ = _adapted_seq_cls(tmp_path)
+
+    def fresh():
+        torch.manual_seed(0)
+        return attach_adapters(load_model(str(base_dir), head="seq-cls"), rank=4, dropout=0.0)
+
+    model = fresh()
+    trainer = _trainer(model, tmp_path / "run", 4)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    model.eval()
+    # `leantune merge` reads the Trainer's folder and writes a plain model with the adapted predictions
+    assert main(["merge", "--adapter", str(tmp_path / "final"), "--out", str(tmp_path / "merged")]) == 0
+    merged = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
+    torch.testing.assert_close(_logits(merged), _logits(model))
+    torch.testing.assert_close(_logits(load_adapters(None, tmp_path / "run" / "checkpoint-4")), _logits(model))
+    # a run resumed from its step-2 checkpoint ends where the uninterrupted one did
+    resumed = fresh()
+    _trainer(resumed, tmp_path / "run", 4).train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    torch.testing.assert_close(_logits(resumed.eval()), _logits(model))

@@ -36,6 +36,7 @@ PASS_THROUGH = frozenset({
     "num_parameters", "can_generate", "generate", "prepare_inputs_for_generation", "get_input_embeddings",
     "get_output_embeddings", "gradient_checkpointing_enable", "gradient_checkpointing_disable",
     "is_gradient_checkpointing", "supports_gradient_checkpointing", "enable_input_require_grads",
+    "activation_checkpointing_enable", "activation_checkpointing_disable", "is_activation_checkpointing",
     "hf_device_map", "hf_quantizer", "is_quantized", "is_loaded_in_4bit", "is_loaded_in_8bit",
     "quantization_method", "accepts_loss_kwargs", "loss_type", "tp_size", "_tp_size", "_is_replica",
     "is_distributed_loading_by_transformers", "warnings_issued", "model_tags", "_keys_to_ignore_on_save",
