@@ -251,10 +251,42 @@ def load_config(name: str, trust_remote_code: bool = False):
         raise LeantuneError(f"cannot read the config of {name}: {first}") from None
 
 
-def load_model(name: str, head: str = "base", dtype: str = "auto", device: str | None = None,
+HEAD_USES = ("causal-lm for evaluate_icl / search_svd / icl commands, seq-cls for fine-tuning and the classifier "
+             "evaluator, masked-lm, or base (no head: inspect, embeddings)")
+
+
+def head_of_architecture(architecture: str | None) -> str | None:
+    """The head a transformers class name stands for (``LlamaForCausalLM`` -> causal-lm), or None."""
+    if not architecture:
+        return None
+    if architecture.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal-lm"
+    if architecture.endswith("ForSequenceClassification"):
+        return "seq-cls"
+    if architecture.endswith("ForMaskedLM"):
+        return "masked-lm"
+    if architecture.endswith("Model") and "For" not in architecture:
+        return "base"
+    return None
+
+
+def _checkpoint_head(name: str, config) -> str:
+    """``head=None``: the head the checkpoint was saved with (its ``architectures``), or one clear error."""
+    archs = list(getattr(config, "architectures", None) or [])
+    heads = {head_of_architecture(a) for a in archs}
+    if len(heads) == 1 and None not in heads:
+        return heads.pop()
+    raise LeantuneError(f"cannot tell which head to load {name} with (its config lists architectures "
+                        f"{archs or 'none'}); pass head=: {HEAD_USES}")
+
+
+def load_model(name: str, head: str | None = None, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False, num_labels: int | None = None, device_map=None,
                max_memory=None, offload_folder: str | None = None):
-    """Load a transformers model in eval mode. ``head``: base | causal-lm | seq-cls | masked-lm.
+    """Load a transformers model in eval mode. ``head``: causal-lm (what ``evaluate_icl`` / ``search_svd``
+    need) | seq-cls (fine-tuning, the classifier evaluator) | masked-lm | base (no head); ``None``: the head
+    the checkpoint was saved with (its config's ``architectures``: ``LlamaForCausalLM`` -> causal-lm,
+    ``BertModel`` -> base), or an error asking for ``head`` when the config does not say.
 
     ``device_map`` (auto, or {module: device}) and ``max_memory`` go to accelerate's big-model dispatch
     (see :mod:`leantune.precision`); without them the model goes to ``device`` (default: see
@@ -264,15 +296,21 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
 
     from .precision import default_device, needs_offload_folder, parse_device_map, parse_max_memory
 
-    if head not in HEADS:
+    if head is not None and head not in HEADS:
         raise LeantuneError(f"unknown head '{head}'; choose one of {', '.join(HEADS)}")
     if dtype not in DTYPES:
         raise LeantuneError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     where = resolve(name)
     fmt = saved_format(where)
     if fmt is not None and fmt.load is not None:  # e.g. factorized, written by `leantune icl apply --factorize`
-        return label_model(fmt.load(Path(where), dtype=dtype, device=default_device(device)), name)
+        model = fmt.load(Path(where), dtype=dtype, device=default_device(device))
+        saved_head = head_of_architecture(type(model).__name__)
+        if head not in (None, "base", saved_head) and saved_head is not None:  # any model also serves as a base
+            raise LeantuneError(f"{name} is a {fmt.name} model saved with head {saved_head}; load it with "
+                                f"head='{saved_head}' (or head=None)")
+        return label_model(model, name)
     config = load_config(name, trust_remote_code)
+    head = head or _checkpoint_head(name, config)
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]
     kwargs = {}

@@ -284,3 +284,45 @@ def test_trainer_save_model_then_merge_and_resume(tmp_path):
     resumed = fresh()
     _trainer(resumed, tmp_path / "run", 4).train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
     torch.testing.assert_close(_logits(resumed.eval()), _logits(model))
+
+
+# --- the right head, or one clear error ------------------------------------------------------------------------
+def test_load_model_takes_the_head_the_checkpoint_was_saved_with(tiny_llama, tmp_path):
+    from leantune.errors import LeantuneError
+
+    assert type(load_model(str(tiny_llama))).__name__ == "LlamaForCausalLM"
+    assert type(load_model("minilm")).__name__ == "BertModel"  # saved as a bare encoder
+    config = json.loads((tiny_llama / "config.json").read_text())
+    config.pop("architectures")
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_llama, bare)
+    (bare / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LeantuneError, match="pass head=: causal-lm for evaluate_icl"):
+        load_model(str(bare))
+
+
+def test_evaluate_icl_on_a_base_model_says_what_to_pass():
+    from leantune import evaluate_icl
+    from leantune.errors import LeantuneError
+
+    tok = load_tokenizer("lab-icl")
+    with pytest.raises(LeantuneError, match=r"base model without an LM head \(GPT2Model\); load the model with "
+                                            r"leantune.load_model\(name, head='causal-lm'\)"):
+        evaluate_icl(load_model("lab-icl", head="base"), tok, "lab:1", shots=1, n_eval=4)
+    with pytest.raises(LeantuneError, match="takes a loaded model, got str 'lab-icl'"):
+        evaluate_icl("lab-icl", tok, "lab:1", shots=1, n_eval=4)
+    assert evaluate_icl(load_model("lab-icl"), tok, "lab:1", shots=1, n_eval=4)["n"] == 4  # its own head: causal-lm
+
+
+def test_entry_points_check_what_they_are_handed():
+    from leantune import attach_adapters, search_svd
+    from leantune.errors import LeantuneError
+
+    classifier = load_model("lab-icl", head="seq-cls", num_labels=2)
+    with pytest.raises(LeantuneError, match="sequence classifier.*evaluator='classifier'"):
+        search_svd(classifier, load_tokenizer("lab-icl"), "lab:1", shots=1, n_val=4, n_test=4)
+    adapted = attach_adapters(classifier)
+    with pytest.raises(LeantuneError, match="already carries leantune adapters"):
+        attach_adapters(adapted)
+    with pytest.raises(LeantuneError, match="needs a transformers model"):
+        attach_adapters(torch.nn.Linear(2, 2))

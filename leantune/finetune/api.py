@@ -247,6 +247,12 @@ def attach_adapters(model: nn.Module, config: AdapterConfig | None = None, **ove
     ``attach_adapters(model, AdapterConfig(targets=("q", "v"), method="lora", rank=8))``; keyword
     ``overrides`` replace single fields (``attach_adapters(model, method="dora")``). Defaults are the CLI's.
     """
+    from ..model_fit import check_model
+
+    if isinstance(model, AdaptedModel):
+        raise LeantuneError("attach_adapters: this model already carries leantune adapters; attach once (or merge() "
+                            "first)")
+    check_model(model, "any", "attach_adapters")
     cfg = AdapterConfig(**{**(vars(config) if config is not None else {}), **overrides}).check()
     adapted = attach(model, cfg.targets, cfg.method, cfg.rank, cfg.alpha, cfg.dropout, train_head=cfg.train_head)
     return adapted_class(type(model))(model, adapted)
@@ -345,6 +351,9 @@ def qv_param_groups(model: nn.Module, lr: float, v_ratio: float = 4.0, k_ratio: 
     ``loraplus_ratio`` times the matrix's lr) / ``.magnitude`` (DoRA) variants, ``head`` (``head_lr``,
     default ``lr``) and ``all`` for anything else that trains. Biases and magnitudes never decay.
     """
+    from ..model_fit import check_model
+
+    check_model(model, "any", "qv_param_groups / create_optimizer")
     if lr <= 0 or v_ratio <= 0 or k_ratio <= 0 or loraplus_ratio <= 0:
         raise LeantuneError("lr, v_ratio, k_ratio and loraplus_ratio must be positive")
     groups = build_groups(trained_tensors(model), lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)

@@ -109,6 +109,9 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     from ..icl.splits import make_icl_data
     from ..tasks import Task, resolve_task
 
+    from ..model_fit import check_model
+
+    check_model(model, "seq-cls" if evaluator == "classifier" else "causal-lm", "search_svd")
     strategy_name = strategy.name if isinstance(strategy, Strategy) else strategy
     rates = [float(r) for r in (rates.split(",") if isinstance(rates, str) else rates)]
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
@@ -213,6 +216,9 @@ def apply_edit(model, edit, svd_dtype: str | None = None) -> dict:
     :class:`~leantune.svd.edits.Edit` / ``{"layer", "module", "rate"}`` dicts (``summary["chosen_edits"]``).
     Returns what was done per logical matrix. ``svd_dtype`` defaults to the record's (else float32).
     """
+    from ..model_fit import check_model
+
+    check_model(model, "any", "apply_edit")
     where = "edit"
     if isinstance(edit, (str, Path)):
         where = str(edit)
