@@ -326,3 +326,48 @@ def test_entry_points_check_what_they_are_handed():
         attach_adapters(adapted)
     with pytest.raises(LeantuneError, match="needs a transformers model"):
         attach_adapters(torch.nn.Linear(2, 2))
+
+
+# --- every group's learning rate in the Trainer's logs; lm-eval's numbers on our set-up -----------------------
+def test_qv_learning_rate_callback_reaches_the_loggers(tmp_path):
+    from transformers import TrainerCallback
+
+    from leantune import QVLearningRateCallback, attach_adapters, create_optimizer
+
+    class Reporter(TrainerCallback):  # stands in for TensorBoard / W&B: what it sees when it is called
+        seen: list = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.seen.append(dict(logs))
+
+    _, model = _adapted_seq_cls(tmp_path)
+    model = attach_adapters(model.merge(), rank=4)
+    args = tf.TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=4, per_device_train_batch_size=4,
+                                logging_steps=1, lr_scheduler_type="linear", report_to="none", save_strategy="no",
+                                disable_tqdm=True)
+    trainer = tf.Trainer(model=model, args=args, train_dataset=_rows(), callbacks=[Reporter()],
+                         optimizers=(create_optimizer(model, lr=1e-3, v_ratio=4.0), None))
+    trainer.callback_handler.callbacks.insert(0, trainer.callback_handler.pop_callback(Reporter))  # a logger
+    QVLearningRateCallback.install(trainer)
+    trainer.train()
+    logs = [s for s in Reporter.seen if "loss" in s]
+    assert len(logs) == 4
+    for log in logs:  # the Trainer's own learning_rate is the q group's; v's is lambda times it, at every step
+        assert log["learning_rate/q.lora_A"] == pytest.approx(log["learning_rate"])
+        assert log["learning_rate/v.lora_A"] == pytest.approx(4 * log["learning_rate"])
+        assert log["learning_rate/head"] == pytest.approx(log["learning_rate"])
+    assert logs[0]["learning_rate"] > logs[-1]["learning_rate"]  # the schedule moved: the rates follow it
+    assert trainer.state.log_history[0]["learning_rate/v.lora_A"] == logs[0]["learning_rate/v.lora_A"]
+
+
+def test_lm_eval_bridge_gives_lm_evals_accuracy_on_our_set_up(tmp_path, monkeypatch):
+    from leantune import evaluate_icl
+    from leantune import lm_eval as bridge
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    model, tok = load_model("lab-icl"), load_tokenizer("lab-icl")
+    ours = evaluate_icl(model, tok, "lab:4", shots=1, n_eval=24, seed=1)
+    theirs = bridge.evaluate(model, tok, "lab:4", shots=1, n_eval=24, seed=1, batch_size=8, out=tmp_path,
+                             log_samples=True)
+    assert theirs["n"] == 24 and theirs["task"].num_fewshot == 2  # one demonstration per class, as ours
+    assert theirs["accuracy"] == ours["accuracy"] and 0 < ours["accuracy"] < 1
