@@ -110,7 +110,29 @@ def resolve(name: str, progress: bool = True) -> str:
     if looks_like_path:
         raise LeantuneError(f"model path {name} does not exist; pass an existing directory, a .gguf file, a hub id "
                             f"(owner/name) or an alias ({', '.join(ALIASES)})")
+    _check_available_offline(name)
     return name
+
+
+def _check_available_offline(name: str) -> None:
+    """Offline, a hub id must be in the local Hugging Face cache: say so naming it, before transformers'
+    generic "couldn't connect" (which the CLI would otherwise report as a tokenizer problem)."""
+    from .aliases import hub_reachable
+
+    if hub_reachable():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return
+    try:
+        cached = any(isinstance(try_to_load_from_cache(name, f), str) for f in ("config.json", "tokenizer_config.json"))
+    except ValueError:  # not a valid repo id: transformers gives its own message
+        return
+    if not cached:
+        raise LeantuneError(f"model {name} is not available offline: HF_HUB_OFFLINE is set and it is not in the local "
+                            f"Hugging Face cache; download it once with network access (hf download {name}), or pass "
+                            f"a local directory, a .gguf file or an alias ({', '.join(ALIASES)})")
 
 
 def _alias_of_path(path: Path):
@@ -378,6 +400,7 @@ def tokenizer_for(model_name: str, tokenizer: str | None = None, trust_remote_co
     if tokenizer == "gpt2-offline":
         tok = gpt2_tokenizer_offline()
     else:
+        resolve(tokenizer or model_name)  # a missing model (offline hub id, bad path) is named as such, not as a tokenizer
         try:
             tok = load_tokenizer(tokenizer or model_name, trust_remote_code)
         except LeantuneError as e:

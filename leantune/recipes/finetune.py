@@ -23,7 +23,7 @@ from ..finetune.artifacts import can_export_peft, dir_bytes, export_peft, save_a
 from ..finetune.config import FinetuneConfig
 from ..finetune.data import Encoded, compute_metrics, load_data
 from ..finetune.groups import describe_groups, param_groups
-from ..finetune.trainer import peak_rss_mb, trainer_classes, _non_finite
+from ..finetune.trainer import default_eval_every, peak_rss_mb, trainer_classes, _non_finite
 from ..model_fit import check_vocab_fits, fit_max_length
 from ..models import base_model_record, model_source, tokenizer_for
 from .common import Recipe
@@ -65,7 +65,7 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
     epochs = cfg.epochs if cfg.epochs is not None else (None if cfg.max_steps else 3.0)
     steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * world * cfg.grad_accum))
     total = cfg.max_steps or math.ceil(steps_per_epoch * epochs)
-    eval_every = cfg.eval_every or max(1, total // 5)
+    eval_every = cfg.eval_every or default_eval_every(total, cfg.batch_size * world * cfg.grad_accum, len(eval_ds))
 
     args = TrainingArguments(
         output_dir=str(out / "trainer"), save_strategy="no", report_to="none", seed=cfg.seed,

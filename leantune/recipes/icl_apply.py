@@ -15,13 +15,15 @@ class ApplyConfig:
     edit: str | None = option(None, "(required) edit.json from `leantune icl search`", required=True)
     out: str | None = option(None, "(required) output folder", metavar="DIR", required=True)
     factorize: bool = option(False, "store edited matrices as two low-rank factors")
-    head: str = option("causal-lm", choices=("causal-lm", "seq-cls", "base"))
+    head: str = option("causal-lm", "the head to load the model with: causal-lm (ICL edits) | seq-cls (a "
+                                     "classifier searched with --evaluator classifier) | base",
+                       choices=("causal-lm", "seq-cls", "base"))
     tokenizer: str | None = option(None, "tokenizer to save beside the model (default: the model's)")
     dtype: str = dtype_option()
     device: str | None = device_option()
     device_map: str | None = device_map_option()
     max_memory: str | None = max_memory_option()
-    trust_remote_code: bool = option(False)
+    trust_remote_code: bool = option(False, "allow the model repo's own Python code (transformers' trust_remote_code)")
 
 
 def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, out: str | None = None,
