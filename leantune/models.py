@@ -179,7 +179,7 @@ def portable_name(name: str) -> str:
     return name
 
 
-def base_model_record(name: str) -> dict:
+def base_model_record(name: str, where: str | None = None) -> dict:
     """What saved artifacts record about their base model: ``name`` (:func:`portable_name`), the alias it
     was loaded through and, for GGUF weights, the file's name, sha256 and quantization beside it."""
     from .gguf_source import source_record
@@ -189,10 +189,11 @@ def base_model_record(name: str) -> dict:
     alias = ALIASES.get(name) or (_alias_of_path(path) if path.exists() else None)
     if alias is not None:
         record["alias"] = alias.name
-    try:
-        where = resolve(name, progress=False) if alias is None or alias.locate() is not None else None
-    except LeantuneError:
-        where = None
+    if where is None:  # what it resolves to (``where`` when the caller has it: resolving hashes a GGUF file)
+        try:
+            where = resolve(name, progress=False) if alias is None or alias.locate() is not None else None
+        except LeantuneError:
+            where = None
     gguf = source_record(where) if where and Path(where).is_dir() else None
     if gguf is not None:
         record["gguf"] = {"file": Path(gguf["file"] or "").name, "sha256": gguf["sha256"],
@@ -200,10 +201,10 @@ def base_model_record(name: str) -> dict:
     return record
 
 
-def label_model(model, name: str):
+def label_model(model, name: str, where: str | None = None):
     """Name ``model`` as :func:`portable_name` does (transformers' ``name_or_path``, which PEFT copies into
     ``adapter_config.json``), and keep :func:`base_model_record` on it for leantune's own records."""
-    record = base_model_record(name)
+    record = base_model_record(name, where)
     model.config._name_or_path = record["name"]
     if "name_or_path" in model.__dict__:
         model.name_or_path = record["name"]
@@ -330,7 +331,7 @@ def load_model(name: str, head: str | None = None, dtype: str = "auto", device: 
         if head not in (None, "base", saved_head) and saved_head is not None:  # any model also serves as a base
             raise LeantuneError(f"{name} is a {fmt.name} model saved with head {saved_head}; load it with "
                                 f"head='{saved_head}' (or head=None)")
-        return label_model(model, name)
+        return label_model(model, name, where)
     config = load_config(name, trust_remote_code)
     head = head or _checkpoint_head(name, config)
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
@@ -366,7 +367,7 @@ def load_model(name: str, head: str | None = None, dtype: str = "auto", device: 
         raise LeantuneError(f"cannot load {name} as {head}: {first}") from None
     if device:
         model.to(device)
-    return label_model(model, name).eval()
+    return label_model(model, name, where).eval()
 
 
 def _map_for_head(device_map: dict, auto, config) -> dict:

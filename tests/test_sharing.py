@@ -6,6 +6,7 @@ model, PEFT's AutoPeftModel on an exported adapter, the names recorded for the b
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,6 +153,26 @@ def test_library_records_name_an_alias_by_its_hub_id_never_the_gguf_cache():
     peft = get_peft_model(lm, LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj"]))
     assert peft.peft_config["default"].base_model_name_or_path == SMOLLM_HUB
     assert cache not in json.dumps(edit)
+
+
+def test_a_users_gguf_is_recorded_by_its_file_never_the_cache_folder(tmp_path, monkeypatch):
+    from gguf_writer import tiny_llama as tiny_gguf_llama, write_gguf
+    from leantune.models import portable_name, resolve
+
+    monkeypatch.setenv("LEANTUNE_CACHE", str(tmp_path / "cache"))
+    gguf = write_gguf(tiny_gguf_llama(), tmp_path / "mine.gguf")
+    model = load_model(str(gguf), head="causal-lm")
+    cache = resolve(str(gguf))
+    assert cache.startswith(str(tmp_path / "cache"))
+    source = json.loads((Path(cache) / "leantune_source.json").read_text())
+    assert source["base_model"] == model.name_or_path == portable_name(cache) == str(gguf)
+    assert model.leantune_base_model["gguf"]["file"] == "mine.gguf"
+
+
+def test_edited_models_record_their_base_in_config_json(factorized, tiny_llama):
+    for folder in ("dense", "fact"):
+        base = json.loads((factorized / folder / "config.json").read_text())["leantune_base_model"]
+        assert base["name"] == str(tiny_llama) and base["edit"][0] == {"layer": 1, "module": "mlp", "rate": 0.9}
 
 
 def test_local_folders_are_recorded_as_absolute_paths(tiny_llama, monkeypatch):
