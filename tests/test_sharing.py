@@ -392,3 +392,26 @@ def test_lm_eval_bridge_gives_lm_evals_accuracy_on_our_set_up(tmp_path, monkeypa
                              log_samples=True)
     assert theirs["n"] == 24 and theirs["task"].num_fewshot == 2  # one demonstration per class, as ours
     assert theirs["accuracy"] == ours["accuracy"] and 0 < ours["accuracy"] < 1
+
+
+def test_a_causal_lm_adapter_saves_as_a_causal_lm_peft_adapter_and_merges(tiny_llama, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    from leantune import attach_adapters, save_adapters
+
+    model = attach_adapters(load_model(str(tiny_llama), head="causal-lm"), rank=2, dropout=0.0, train_head=False)
+    with torch.no_grad():
+        for t in model.trained:
+            t.param.normal_(0, 0.1)
+    model.eval()
+    out = save_adapters(model, tmp_path / "adapter")
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["task_type"] == "CAUSAL_LM" and config["base_model_name_or_path"] == str(tiny_llama)
+    x = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        ours = model(input_ids=x).logits
+        torch.testing.assert_close(AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()(input_ids=x).logits, ours)
+    assert main(["merge", "--adapter", str(out), "--out", str(tmp_path / "merged")]) == 0
+    with torch.no_grad():
+        merged = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(input_ids=x).logits
+    torch.testing.assert_close(merged, ours)

@@ -34,7 +34,7 @@ def manifest(adapted: Adapted, meta: dict) -> dict:
     """The content of ``leantune_adapter.json``: how the adapter was attached, plus ``meta``."""
     return {"format": FORMAT, "targets": adapted.targets, "method": adapted.method, "rank": adapted.rank,
             "alpha": adapted.alpha, "dropout": adapted.dropout, "model_type": adapted.model.config.model_type,
-            **meta}
+            "train_head": any(t.group == "head" for t in adapted.trained), **meta}
 
 
 def manifest_tensor(full_meta: dict) -> torch.Tensor:
@@ -140,7 +140,8 @@ def read_meta(adapter_dir: str | Path) -> dict:
 # what load_adapter needs from leantune_adapter.json (save_adapter writes all of it)
 MANIFEST_FIELDS = {"format": TEXT, "base_model": TEXT, "method": TEXT, "rank": INT,
                    "alpha": NUMBER, "dropout": NUMBER, "num_labels": INT}
-MANIFEST_OPTIONAL = {"pad_token_id": INT, "labels": LIST, "tokenizer": TEXT, "trust_remote_code": BOOL}
+MANIFEST_OPTIONAL = {"pad_token_id": INT, "labels": LIST, "tokenizer": TEXT, "trust_remote_code": BOOL,
+                     "train_head": BOOL}  # absent in adapters written before it was recorded: the head trained
 
 
 def check_manifest(meta, meta_path: Path) -> None:
@@ -188,7 +189,8 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
                            trust_remote_code=meta.get("trust_remote_code", False))
     if meta.get("pad_token_id") is not None:
         model.config.pad_token_id = meta["pad_token_id"]
-    adapted = attach(model, meta["targets"], meta["method"], meta["rank"], meta["alpha"], meta["dropout"])
+    adapted = attach(model, meta["targets"], meta["method"], meta["rank"], meta["alpha"], meta["dropout"],
+                     train_head=meta.get("train_head") is not False)
     adapted.load_state_dict(tensors)
     labels = meta.get("labels")
     if labels:
