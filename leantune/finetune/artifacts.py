@@ -4,7 +4,9 @@
 blocks keyed ``layers.<i>.<q|k|v|o>.<weight|bias|lora_A|lora_B|magnitude>``, head tensors as
 ``head.<name>``) and ``leantune_adapter.json`` naming the base model, targets, method and ratios.
 For LoRA on unfused matrices we also write a PEFT-format directory that ``PeftModel.from_pretrained``
-loads. Everything is safetensors + JSON: nothing here is ever unpickled.
+loads. A ``Trainer``'s ``save_model`` folder (or checkpoint) of an ``AdaptedModel`` is an adapter too: its
+``model.safetensors`` holds the trained tensors and the manifest (see ``EMBEDDED_META``). Everything is
+safetensors + JSON: nothing here is ever unpickled.
 """
 
 from __future__ import annotations
