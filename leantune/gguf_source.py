@@ -85,8 +85,9 @@ def read_header(path: Path) -> dict:
             "quantization": quant, "tensor_types": counts}
 
 
-def materialize(path: Path, progress: bool = True) -> Path:
-    """The cached safetensors folder for GGUF ``path``, building it on first use."""
+def materialize(path: Path, progress: bool = True, base_model: str | None = None) -> Path:
+    """The cached safetensors folder for GGUF ``path``, building it on first use. ``base_model``: how a
+    user names the model elsewhere (the hub original of an alias's file), recorded beside the file."""
     sha = sha256_of(path)
     target = cache_root() / "gguf" / sha[:32]
     damage = cache_damage(target)
@@ -111,6 +112,7 @@ def materialize(path: Path, progress: bool = True) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         source = {"format": _FORMAT, "file": str(path.resolve()), "sha256": sha, **header,
+                  **({"base_model": base_model} if base_model else {}),
                   "note": "quantized GGUF weights dequantized to float32 by transformers' GGUF reader",
                   "files": _entry_files(tmp)}
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")

@@ -42,3 +42,41 @@ def check_causal_lm(model, model_name: str) -> None:
         raise LeantuneError(f"{model_name} is an encoder ({cfg.model_type}), not a causal LM: in-context learning "
                             "scores continuations with a causal LM (e.g. gpt2, smollm2-135m); for a fine-tuned "
                             "classifier use `leantune icl search --evaluator classifier`")
+
+
+def _inner(model):
+    """The transformers model inside a PEFT model or a leantune AdaptedModel (both offer get_base_model)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def check_model(model, needs: str, caller: str) -> None:
+    """What a library entry point is handed must be a loaded model with the head it needs.
+
+    ``needs``: ``causal-lm`` (scoring continuations: ``evaluate_icl``, ``search_svd``), ``seq-cls`` (the
+    classifier evaluator) or ``any`` (a transformers model of any head). One clear error says what to pass,
+    instead of an ``AttributeError`` about ``logits`` deep inside the scoring.
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        what = f"{type(model).__name__} {model!r}" if isinstance(model, (str, bytes)) else type(model).__name__
+        raise LeantuneError(f"{caller} takes a loaded model, got {what}; load one with "
+                            "leantune.load_model(name, head='causal-lm') (or 'seq-cls' for a classifier)")
+    inner = _inner(model)
+    cls = type(inner).__name__
+    if getattr(getattr(inner, "config", None), "model_type", None) is None:
+        raise LeantuneError(f"{caller} needs a transformers model (with a config), got {cls}")
+    if needs == "causal-lm":
+        classifier = cls.endswith("ForSequenceClassification")
+        masked = cls.endswith("ForMaskedLM")
+        get_out = getattr(inner, "get_output_embeddings", None)
+        lm_head = callable(get_out) and get_out() is not None
+        if classifier or masked or not lm_head:
+            kind = "a sequence classifier" if classifier else "a masked LM" if masked else "a base model without an LM head"
+            extra = " (or search_svd(..., evaluator='classifier') to search a classifier's accuracy)" if classifier else ""
+            raise LeantuneError(f"{caller} scores continuations with a causal LM, but it was handed {kind} ({cls}); "
+                                f"load the model with leantune.load_model(name, head='causal-lm'){extra}")
+    elif needs == "seq-cls" and not cls.endswith("ForSequenceClassification"):
+        raise LeantuneError(f"{caller} with the classifier evaluator needs a sequence classifier, but it was handed "
+                            f"{cls}; load the model with leantune.load_model(name, head='seq-cls')")

@@ -47,7 +47,8 @@ def register_format(fmt: SavedFormat, first: bool = False) -> SavedFormat:
 def _gguf_to_pretrained(path: Path, progress: bool) -> Path:
     from .gguf_source import find_gguf, materialize
 
-    return materialize(find_gguf(path), progress=progress)
+    gguf = find_gguf(path)
+    return materialize(gguf, progress=progress, base_model=portable_name(str(gguf)))
 
 
 def _is_gguf(path: Path) -> bool:
@@ -101,11 +102,15 @@ def resolve(name: str, progress: bool = True) -> str:
             raise LeantuneError(f"model directory {name} has no config.json; pass a directory saved with "
                                 "save_pretrained, a .gguf file, a hub id, or an alias ({})".format(", ".join(ALIASES)))
         return str(path)
+    offline_alias = _installed_alias_for_hub_id(name)
+    if offline_alias is not None:
+        return resolve(offline_alias, progress)
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name \
         or name.lower().endswith(".gguf")
     if looks_like_path:
         raise LeantuneError(f"model path {name} does not exist; pass an existing directory, a .gguf file, a hub id "
                             f"(owner/name) or an alias ({', '.join(ALIASES)})")
+    _check_available_offline(name)
     return name
 
 
@@ -118,12 +123,138 @@ def input_path(name):
     return name
 
 
+
+def _check_available_offline(name: str) -> None:
+    """Offline, a hub id must be in the local Hugging Face cache: say so naming it, before transformers'
+    generic "couldn't connect" (which the CLI would otherwise report as a tokenizer problem)."""
+    from .aliases import hub_reachable
+
+    if hub_reachable():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return
+    try:
+        cached = any(isinstance(try_to_load_from_cache(name, f), str) for f in ("config.json", "tokenizer_config.json"))
+    except ValueError:  # not a valid repo id: transformers gives its own message
+        return
+    if not cached:
+        raise LeantuneError(f"model {name} is not available offline: HF_HUB_OFFLINE is set and it is not in the local "
+                            f"Hugging Face cache; download it once with network access (hf download {name}), or pass "
+                            f"a local directory, a .gguf file or an alias ({', '.join(ALIASES)})")
+
+
+def _alias_of_path(path: Path):
+    """The alias whose installed weights ``path`` is: its GGUF file, a cached conversion of it, or its folder."""
+    from .gguf_source import SOURCE_FILE
+
+    gguf_name = path.name if path.is_file() and path.suffix.lower() == ".gguf" else None
+    if path.is_dir() and (path / SOURCE_FILE).is_file():  # a GGUF converted by leantune: the file it came from
+        try:
+            gguf_name = Path(json.loads((path / SOURCE_FILE).read_text(encoding="utf-8")).get("file") or "").name
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            gguf_name = None
+    for alias in ALIASES.values():
+        if gguf_name is not None:
+            if alias.gguf_name == gguf_name:
+                return alias
+        elif alias.gguf_name is None and alias.installed_at is None:  # a plain folder (minilm, lab-icl): cheap to locate
+            local = alias.locate()
+            if local is not None and local.resolve() == path.resolve():
+                return alias
+    return None
+
+
+def portable_name(name: str) -> str:
+    """The base model as a user would name it on another machine, for what leantune saves.
+
+    An alias is its hub original (``minilm`` -> ``sentence-transformers/all-MiniLM-L6-v2``; ``lab-icl``, which
+    has none, stays ``lab-icl``: it ships with leantune); so is an alias's GGUF file and leantune's cached
+    conversion of it (never the cache path). Other local files and folders are their absolute path; a hub
+    id stays as it is. Readers of these records (``leantune merge``) resolve a hub id of an installed alias
+    back to it when the hub is offline (:func:`resolve`)."""
+    alias = ALIASES.get(name)
+    path = Path(name).expanduser()
+    if alias is None and path.exists():
+        alias = _alias_of_path(path)
+        if alias is None:
+            from .gguf_source import source_record
+
+            gguf = source_record(path) if path.is_dir() else None
+            # a cached conversion of the user's own GGUF: name the file they gave, not our cache folder
+            return gguf["file"] if gguf and gguf.get("file") else os.path.abspath(path)
+    if alias is not None:
+        return alias.hub_id or alias.name
+    return name
+
+
+def base_model_record(name: str, where: str | None = None) -> dict:
+    """What saved artifacts record about their base model: ``name`` (:func:`portable_name`), the alias it
+    was loaded through and, for GGUF weights, the file's name, sha256 and quantization beside it."""
+    from .gguf_source import source_record
+
+    record: dict = {"name": portable_name(name)}
+    path = Path(name).expanduser()
+    alias = ALIASES.get(name) or (_alias_of_path(path) if path.exists() else None)
+    if alias is not None:
+        record["alias"] = alias.name
+    if where is None:  # what it resolves to (``where`` when the caller has it: resolving hashes a GGUF file)
+        try:
+            where = resolve(name, progress=False) if alias is None or alias.locate() is not None else None
+        except LeantuneError:
+            where = None
+    gguf = source_record(where) if where and Path(where).is_dir() else None
+    if gguf is not None:
+        record["gguf"] = {"file": Path(gguf["file"] or "").name, "sha256": gguf["sha256"],
+                          "quantization": gguf["quantization"]}
+    return record
+
+
+def label_model(model, name: str, where: str | None = None):
+    """Name ``model`` as :func:`portable_name` does (transformers' ``name_or_path``, which PEFT copies into
+    ``adapter_config.json``), and keep :func:`base_model_record` on it for leantune's own records."""
+    record = base_model_record(name, where)
+    model.config._name_or_path = record["name"]
+    if "name_or_path" in model.__dict__:
+        model.name_or_path = record["name"]
+    model.__dict__["leantune_base_model"] = record
+    return model
+
+
+def recorded_base(model) -> dict:
+    """The base-model record of a loaded model: set by :func:`load_model`, else from its ``name_or_path``."""
+    record = model.__dict__.get("leantune_base_model")
+    if record is not None:
+        return dict(record)
+    name = getattr(model.config, "_name_or_path", "") or ""
+    return base_model_record(name) if name else {"name": ""}
+
+
+def _installed_alias_for_hub_id(name: str) -> str | None:
+    """Offline, a hub id that an installed alias stands for (``HuggingFaceTB/SmolLM2-135M-Instruct``, as saved
+    adapters and edits record it) loads that alias, unless the hub original is in the local HF cache."""
+    from .aliases import hub_reachable
+
+    alias = next((a for a in ALIASES.values() if a.hub_id == name), None)
+    if alias is None or hub_reachable():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return None  # the real model is cached: transformers loads it offline
+    except (ImportError, ValueError):
+        pass
+    return alias.name if alias.locate() is not None else None
+
+
 def model_source(name: str) -> dict:
     """What a run records about where its weights came from: the name given, what it resolved to and, for
     GGUF sources, the file, its sha256 and its quantization type (weights are dequantized, say so)."""
     from .gguf_source import source_record
 
-    record: dict = {"name": name}
+    record: dict = {"name": name, "base_model": portable_name(name)}
     if name in ALIASES:
         where, how = resolve_alias(name)
         record["alias"] = {"resolved": where, "via": how}
@@ -159,10 +290,42 @@ def load_config(name: str, trust_remote_code: bool = False):
         raise LeantuneError(f"cannot read the config of {name}: {first}") from None
 
 
-def load_model(name: str, head: str = "base", dtype: str = "auto", device: str | None = None,
+HEAD_USES = ("causal-lm for evaluate_icl / search_svd / icl commands, seq-cls for fine-tuning and the classifier "
+             "evaluator, masked-lm, or base (no head: inspect, embeddings)")
+
+
+def head_of_architecture(architecture: str | None) -> str | None:
+    """The head a transformers class name stands for (``LlamaForCausalLM`` -> causal-lm), or None."""
+    if not architecture:
+        return None
+    if architecture.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal-lm"
+    if architecture.endswith("ForSequenceClassification"):
+        return "seq-cls"
+    if architecture.endswith("ForMaskedLM"):
+        return "masked-lm"
+    if architecture.endswith("Model") and "For" not in architecture:
+        return "base"
+    return None
+
+
+def _checkpoint_head(name: str, config) -> str:
+    """``head=None``: the head the checkpoint was saved with (its ``architectures``), or one clear error."""
+    archs = list(getattr(config, "architectures", None) or [])
+    heads = {head_of_architecture(a) for a in archs}
+    if len(heads) == 1 and None not in heads:
+        return heads.pop()
+    raise LeantuneError(f"cannot tell which head to load {name} with (its config lists architectures "
+                        f"{archs or 'none'}); pass head=: {HEAD_USES}")
+
+
+def load_model(name: str, head: str | None = None, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False, num_labels: int | None = None, device_map=None,
                max_memory=None, offload_folder: str | None = None):
-    """Load a transformers model in eval mode. ``head``: base | causal-lm | seq-cls | masked-lm.
+    """Load a transformers model in eval mode. ``head``: causal-lm (what ``evaluate_icl`` / ``search_svd``
+    need) | seq-cls (fine-tuning, the classifier evaluator) | masked-lm | base (no head); ``None``: the head
+    the checkpoint was saved with (its config's ``architectures``: ``LlamaForCausalLM`` -> causal-lm,
+    ``BertModel`` -> base), or an error asking for ``head`` when the config does not say.
 
     ``device_map`` (auto, or {module: device}) and ``max_memory`` go to accelerate's big-model dispatch
     (see :mod:`leantune.precision`); without them the model goes to ``device`` (default: see
@@ -172,15 +335,21 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
 
     from .precision import default_device, needs_offload_folder, parse_device_map, parse_max_memory
 
-    if head not in HEADS:
+    if head is not None and head not in HEADS:
         raise LeantuneError(f"unknown head '{head}'; choose one of {', '.join(HEADS)}")
     if dtype not in DTYPES:
         raise LeantuneError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     where = resolve(name)
     fmt = saved_format(where)
     if fmt is not None and fmt.load is not None:  # e.g. factorized, written by `leantune icl apply --factorize`
-        return fmt.load(Path(where), dtype=dtype, device=default_device(device))
+        model = fmt.load(Path(where), dtype=dtype, device=default_device(device))
+        saved_head = head_of_architecture(type(model).__name__)
+        if head not in (None, "base", saved_head) and saved_head is not None:  # any model also serves as a base
+            raise LeantuneError(f"{name} is a {fmt.name} model saved with head {saved_head}; load it with "
+                                f"head='{saved_head}' (or head=None)")
+        return label_model(model, name, where)
     config = load_config(name, trust_remote_code)
+    head = head or _checkpoint_head(name, config)
     auto = {"base": tf.AutoModel, "causal-lm": tf.AutoModelForCausalLM,
             "seq-cls": tf.AutoModelForSequenceClassification, "masked-lm": tf.AutoModelForMaskedLM}[head]
     kwargs = {}
@@ -237,7 +406,7 @@ def load_model(name: str, head: str = "base", dtype: str = "auto", device: str |
         model.to(device)
     if made_offload:
         _remove_with(model, kwargs["offload_folder"])
-    return model.eval()
+    return label_model(model, name, where).eval()
 
 
 def _remove_with(model, folder: str) -> None:
@@ -307,6 +476,7 @@ def tokenizer_for(model_name: str, tokenizer: str | None = None, trust_remote_co
     if tokenizer == "gpt2-offline":
         tok = gpt2_tokenizer_offline()
     else:
+        resolve(tokenizer or model_name)  # a missing model (offline hub id, bad path) is named as such, not as a tokenizer
         try:
             tok = load_tokenizer(tokenizer or model_name, trust_remote_code)
         except BadConfig:

@@ -56,6 +56,17 @@ def _scalar_type(t):
     return t if t in (int, float, str, bool) else str
 
 
+def help_with_default(text: str, default, kind=None, off_flag: str | None = None) -> str:
+    """The flag's help with its default appended, unless the text already states it or there is none to state
+    (``None``, off, empty). One rule here shows every command's defaults in ``--help``."""
+    if off_flag:  # a boolean that is on unless its off-flag is given
+        return text if "default" in text.lower() else f"{text} (on unless {off_flag} is given)".strip()
+    if default is None or default is False or default == "" or default == [] or "default" in text.lower():
+        return text
+    shown = ",".join(str(x) for x in default) if isinstance(default, (list, tuple)) else str(default)
+    return f"{text} (default: {shown.replace('%', '%%')})".strip()
+
+
 def cli_fields(cls: type) -> list[Field]:
     return [f for f in fields(cls) if f.metadata.get("cli", True)]
 
@@ -66,7 +77,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in cli_fields(cls):
         meta, default = f.metadata, _default(f)
         kind = _scalar_type(hints[f.name])
-        common = {"help": meta.get("help", "")}
+        common = {"help": help_with_default(meta.get("help", ""), default, kind, meta.get("off_flag"))}
         if meta.get("positional"):
             parser.add_argument(f.name, nargs="?", default=default, metavar=meta.get("metavar") or f.name.upper(),
                                 **common)

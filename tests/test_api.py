@@ -155,8 +155,9 @@ def test_trainer_checkpoint_holds_only_adapter_keys_and_resumes(tmp_path, method
     private = [k for k in model.model.state_dict() if "leantune_lora" in k or "parametrizations" in k]
     assert private  # they exist inside the wrapped model...
     keys = set(model.state_dict())
-    assert keys == {t.key for t in model.trained} and not any("leantune_lora" in k or "parametrizations" in k
-                                                                for k in keys)  # ...but never leave it
+    # the trained tensors and the manifest (so that a Trainer's folder is an adapter `leantune merge` reads)
+    assert keys == {t.key for t in model.trained} | {"leantune_adapter.json"}
+    assert not any("leantune_lora" in k or "parametrizations" in k for k in keys)  # ...but never leave it
     x = tiny_input(batch=8, length=6)
     rows = [{"input_ids": x[i % 2], "labels": i % 2} for i in range(16)]
     args = tf.TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8,

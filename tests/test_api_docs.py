@@ -22,7 +22,8 @@ def test_the_page_has_the_examples_the_issue_asks_for():
     code = "\n".join(BLOCKS)
     assert len(BLOCKS) >= 6
     for needle in ("tf.Trainer(", "get_peft_model(", "attach_adapters(", "search_svd(", "apply_edit(",
-                   "@register_strategy", "@register_method"):
+                   "@register_strategy", "@register_method", "save_adapters(", "load_adapters(",
+                   "QVLearningRateCallback", "bridge.evaluate("):
         assert needle in code, needle
 
 

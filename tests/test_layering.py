@@ -19,7 +19,8 @@ Layers (decided from the code, 2026-11-27):
 4. recipes: ``leantune.recipes``, the end-to-end flows of the commands, one config dataclass per command
    (they may combine engines: ``icl eval --edit`` applies an svd edit)
 5. cli: the entry point, generated from the recipes' config dataclasses
-6. api: the package root re-exporting the public API (imports lab.synthetic to register ``lab:``)
+6. api: the package root re-exporting the public API (imports lab.synthetic to register ``lab:``), and the
+   lm-eval bridge (``leantune.lm_eval``: an lm-eval task and run equal to an ICL evaluation)
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ LAYERS = [
                  "leantune.lab.report"]),
     ("recipes", ["leantune.recipes"]),
     ("cli", ["leantune.cli", "leantune.__main__"]),
-    ("api", ["leantune"]),
+    ("api", ["leantune", "leantune.lm_eval"]),
 ]
 ENGINES = ("icl", "finetune", "svd", "lab")
 ENGINE_MAY_USE = {"icl": set(), "finetune": set(), "svd": {"icl"}, "lab": {"icl", "svd"}}

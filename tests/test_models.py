@@ -42,13 +42,17 @@ def test_pickled_weights_are_refused(tmp_path):
         load_model(str(tmp_path), head="causal-lm")
 
 
-def test_resolve_errors(tmp_path):
+def test_resolve_errors(tmp_path, monkeypatch):
     (tmp_path / "file.bin").write_bytes(b"x")
     with pytest.raises(LeantuneError, match="is a file"):
         resolve(str(tmp_path / "file.bin"))
     with pytest.raises(LeantuneError, match="no config.json"):
         resolve(str(tmp_path))
-    assert resolve("openai-community/gpt2") == "openai-community/gpt2"  # hub ids pass through
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert resolve("openai-community/gpt2") == "openai-community/gpt2"  # online, hub ids pass through
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline, one that is not in the HF cache is named as missing
+    with pytest.raises(LeantuneError, match="model openai-community/gpt2 is not available offline"):
+        resolve("openai-community/gpt2")
 
 
 def test_a_registered_saved_format_is_resolved_and_loaded_like_the_built_in_ones(tmp_path):

@@ -145,10 +145,10 @@ def test_apply_factorized_equals_dense_and_is_smaller(tmp_path, family):
     with torch.no_grad():
         torch.testing.assert_close(fact(x).logits, dense(x).logits, atol=1e-4, rtol=1e-4)
     d_size = (tmp_path / "dense" / "model.safetensors").stat().st_size
-    f_size = (tmp_path / "fact" / "model.safetensors").stat().st_size
+    f_size = (tmp_path / "fact" / "leantune_factorized.safetensors").stat().st_size
     assert f_size < d_size
     n_dense = sum(t.numel() for t in load_file(tmp_path / "dense" / "model.safetensors").values())
-    n_fact = sum(t.numel() for k, t in load_file(tmp_path / "fact" / "model.safetensors").items()
+    n_fact = sum(t.numel() for k, t in load_file(tmp_path / "fact" / "leantune_factorized.safetensors").items()
                  if not k.endswith(("rows", "rows_0", "rows_1")) and "rows_" not in k)
     assert n_fact < n_dense
     # eval --edit on the base model == the dense export

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,15 +26,40 @@ from .groups import build_groups
 from .methods import Trained
 
 
+# What an AdaptedModel answers from the wrapped model: what describes it (config, device, dtype, quantization,
+# parallelism: the Trainer and accelerate read these) and what acts on it exactly as on the adapted model
+# (generate and the embeddings run through the adapters, which live inside its modules). Anything else would
+# act on the base model without the adapters' meaning (push_to_hub would upload the base weights with private
+# leantune keys, resize_token_embeddings would change what the adapter was trained on): refused, by name.
+PASS_THROUGH = frozenset({
+    "config", "generation_config", "name_or_path", "device", "dtype", "main_input_name", "base_model_prefix",
+    "num_parameters", "can_generate", "generate", "prepare_inputs_for_generation", "get_input_embeddings",
+    "get_output_embeddings", "gradient_checkpointing_enable", "gradient_checkpointing_disable",
+    "is_gradient_checkpointing", "supports_gradient_checkpointing", "enable_input_require_grads",
+    "activation_checkpointing_enable", "activation_checkpointing_disable", "is_activation_checkpointing",
+    "hf_device_map", "hf_quantizer", "is_quantized", "is_loaded_in_4bit", "is_loaded_in_8bit",
+    "quantization_method", "accepts_loss_kwargs", "loss_type", "tp_size", "_tp_size", "_is_replica",
+    "is_distributed_loading_by_transformers", "warnings_issued", "model_tags", "_keys_to_ignore_on_save",
+    "floating_point_ops", "estimate_tokens", "_supports_cache_class", "_is_stateful", "_supports_default_dynamic_cache",
+})
+
+
+class AdaptedModelAttributeError(AttributeError):
+    """An attribute of the wrapped model that an adapted model does not pass through (see PASS_THROUGH)."""
+
+
 class AdaptedModel(nn.Module):
     """A model with leantune adapters attached; call it, train it, hand it to a ``Trainer`` as the model.
 
-    Attributes it does not have itself (``config``, ``generation_config``, ...) come from the wrapped
-    model. ``state_dict()`` / ``load_state_dict()`` hold only the trained tensors under the keys of
-    leantune's adapter file (``layers.3.v.lora_A``, ``head.score.weight``; matrices as ``[out, in]``), so a
-    Trainer checkpoint is the adapter, never the private ``leantune_lora`` / ``parametrizations`` keys.
-    ``save_pretrained(dir)`` writes the adapter directory that ``leantune merge`` reads; :meth:`merge`
-    folds the adapters in and returns the plain transformers model.
+    It answers what describes the wrapped model (``config``, ``generation_config``, ``device``, ...; see
+    ``PASS_THROUGH``) and runs ``generate``; every other attribute of the wrapped model is refused with an
+    ``AttributeError`` saying to use :meth:`get_base_model` (or :meth:`merge`), never silently passed through.
+    ``state_dict()`` / ``load_state_dict()`` hold only the trained tensors under the keys of leantune's adapter
+    file (``layers.3.v.lora_A``, ``head.score.weight``; matrices as ``[out, in]``) plus the manifest
+    (``leantune_adapter.json``, as a uint8 tensor), so a ``Trainer``'s ``save_model`` output and its
+    checkpoints are adapters that ``leantune merge`` and :func:`load_adapters` read, and resume. Saving:
+    :meth:`save_pretrained` / :func:`save_adapters` (leantune's files plus a PEFT adapter where the method
+    allows), :meth:`push_to_hub`; :meth:`merge` folds the adapters in and returns the plain model.
     """
 
     def __init__(self, model: nn.Module, adapted: Adapted):
@@ -50,7 +76,16 @@ class AdaptedModel(nn.Module):
         except AttributeError:
             if name == "model":
                 raise
-            return getattr(self._modules["model"], name)
+            base = self._modules["model"]
+            if name in PASS_THROUGH:
+                return getattr(base, name)
+            if not hasattr(base, name):
+                raise
+            raise AdaptedModelAttributeError(
+                f"{type(self).__name__} does not pass '{name}' through to the wrapped {type(base).__name__}: it "
+                "would act on the base model without the adapters. Use model.get_base_model()." f"{name} for the "
+                "base model, model.merge() for a plain model with the adapters folded in, or leantune.save_adapters "
+                "/ model.save_pretrained / model.push_to_hub to share the adapter") from None
 
     def get_base_model(self) -> nn.Module:
         """The wrapped transformers model (also what ``get_arch`` describes)."""
@@ -64,33 +99,120 @@ class AdaptedModel(nn.Module):
     def num_trainable(self) -> int:
         return self.adapted.num_trainable
 
+    def adapter_manifest(self, **meta) -> dict:
+        """The content of ``leantune_adapter.json`` for this model (base model, head, labels, method, ...)."""
+        from ..models import recorded_base
+        from .artifacts import manifest
+
+        cfg = self.model.config
+        labels = [cfg.id2label[i] for i in sorted(cfg.id2label)] if getattr(cfg, "id2label", None) else None
+        base = recorded_base(self.model)
+        info = {"base_model": base["name"], "base_model_source": base, "head": _head_kind(self.model),
+                "num_labels": getattr(cfg, "num_labels", None), "labels": labels,
+                "pad_token_id": getattr(cfg, "pad_token_id", None), **meta}
+        return manifest(self.adapted, info)
+
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        from .artifacts import EMBEDDED_META, manifest_tensor
+
         tensors = self.adapted.state_dict()
         out = destination if destination is not None else {}
         for k, v in tensors.items():
             out[prefix + k] = v
+        out[prefix + EMBEDDED_META] = manifest_tensor(self.adapter_manifest())
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         from torch.nn.modules.module import _IncompatibleKeys
 
-        self.adapted.load_state_dict(dict(state_dict))  # always strict: a partial adapter is a mistake
+        from .artifacts import EMBEDDED_META, manifest_from_tensor
+
+        tensors = dict(state_dict)
+        saved = tensors.pop(EMBEDDED_META, None)
+        if saved is not None:  # a checkpoint of another adapter set-up must not load into this one
+            had, mine = manifest_from_tensor(saved), self.adapter_manifest()
+            differ = [k for k in ("targets", "method", "rank", "alpha", "model_type")
+                      if json_value(had.get(k)) != json_value(mine.get(k))]
+            if differ:
+                raise LeantuneError(f"the saved adapter differs from this model's adapters in {', '.join(differ)}: "
+                                    + ", ".join(f"{k} {had.get(k)!r} vs {mine.get(k)!r}" for k in differ))
+        self.adapted.load_state_dict(tensors)  # always strict: a partial adapter is a mistake
         return _IncompatibleKeys([], [])
 
-    def save_pretrained(self, out_dir, **meta):
-        """Write ``adapter.safetensors`` + ``leantune_adapter.json`` (the format of ``leantune finetune``)."""
-        from .artifacts import save_adapter
+    def save_pretrained(self, save_directory, peft: bool = True, **meta) -> Path:
+        """Write the adapter into ``save_directory``: ``adapter.safetensors`` + ``leantune_adapter.json`` (what
+        ``leantune merge`` and :func:`load_adapters` read) and, when ``peft`` and the method allows (LoRA on
+        unfused matrices), PEFT's ``adapter_config.json`` + ``adapter_model.safetensors`` beside them."""
+        return save_adapters(self, save_directory, peft=peft, **meta)
 
-        cfg = self.model.config
-        labels = [cfg.id2label[i] for i in sorted(cfg.id2label)] if getattr(cfg, "id2label", None) else None
-        info = {"base_model": getattr(cfg, "_name_or_path", ""), "head": _head_kind(self.model),
-                "num_labels": getattr(cfg, "num_labels", None), "labels": labels,
-                "pad_token_id": getattr(cfg, "pad_token_id", None), **meta}
-        return save_adapter(self.adapted, out_dir, info)
+    def push_to_hub(self, repo_id: str, *, peft: bool = True, private: bool | None = None, token=None,
+                    commit_message: str = "Upload leantune adapter", revision: str | None = None, **meta):
+        """Upload the adapter folder :meth:`save_pretrained` writes (never the base model) to ``repo_id``,
+        through ``huggingface_hub`` (``create_repo`` + ``upload_folder``); returns the commit info."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory(prefix="leantune-push-") as tmp:
+            self.save_pretrained(tmp, peft=peft, **meta)
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            return api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message,
+                                     revision=revision)
 
     def merge(self) -> nn.Module:
         """Fold the adapters into the weights; returns the wrapped model, a plain transformers model again."""
         return self.adapted.merge()
+
+
+def json_value(v):
+    """Tuples and lists compare equal (the manifest went through JSON)."""
+    return list(v) if isinstance(v, tuple) else v
+
+
+def save_adapters(model: AdaptedModel, out_dir, peft: bool = True, **meta) -> Path:
+    """Save the adapters of ``model`` (from :func:`attach_adapters`) into ``out_dir``.
+
+    Writes ``adapter.safetensors`` + ``leantune_adapter.json`` (read by :func:`load_adapters` and
+    ``leantune merge --adapter``; the base model recorded as a user names it elsewhere: the hub id of an
+    alias, an absolute local path) and, when ``peft`` and the method allows it (LoRA on whole, unfused
+    matrices), a PEFT adapter in the same folder (``adapter_config.json`` + ``adapter_model.safetensors``)
+    that ``PeftModel.from_pretrained(base, out_dir)`` and ``AutoPeftModel*.from_pretrained(out_dir)`` load.
+    ``meta``: extra fields for the manifest (``task``, ...). Returns ``out_dir``.
+    """
+    from .artifacts import can_export_peft, export_peft, save_adapter
+
+    if not isinstance(model, AdaptedModel):
+        raise LeantuneError(f"save_adapters takes a model from leantune.attach_adapters (or load_adapters), got "
+                            f"{type(model).__name__}; a PeftModel saves itself with save_pretrained")
+    info = model.adapter_manifest(**meta)
+    out = save_adapter(model.adapted, out_dir, {k: v for k, v in info.items()
+                                                if k not in ("format", "targets", "method", "rank", "alpha",
+                                                             "dropout", "model_type")})
+    if peft and can_export_peft(model.adapted):
+        export_peft(model.adapted, out, info["base_model"], head=info["head"])
+    return out
+
+
+def load_adapters(base, adapter_dir, dtype: str = "float32", device: str | None = None) -> AdaptedModel:
+    """The adapted model saved in ``adapter_dir`` (by :func:`save_adapters`, ``leantune finetune``'s
+    ``adapter/``, or a ``Trainer``'s ``save_model`` / checkpoint of an adapted model).
+
+    ``base``: a loaded transformers model to attach the adapters to, a model name (alias, hub id, folder),
+    or ``None`` for the base model the adapter records (loaded with its head).
+    """
+    from .artifacts import load_adapter
+
+    if base is not None and not isinstance(base, (str, Path, nn.Module)):
+        raise LeantuneError(f"load_adapters: base must be a loaded model, a model name or None, got "
+                            f"{type(base).__name__}")
+    if isinstance(base, AdaptedModel):
+        raise LeantuneError("load_adapters: base already carries adapters; pass the plain model "
+                            "(model.get_base_model() before attaching, or a freshly loaded one)")
+    model = base if isinstance(base, nn.Module) else None
+    name = str(base) if isinstance(base, (str, Path)) else None
+    loaded, adapted, _ = load_adapter(adapter_dir, base_model=name, model=model, dtype=dtype, device=device)
+    return adapted_class(type(loaded))(loaded, adapted)
 
 
 _CLASSES: dict[type, type] = {}
@@ -125,6 +247,12 @@ def attach_adapters(model: nn.Module, config: AdapterConfig | None = None, **ove
     ``attach_adapters(model, AdapterConfig(targets=("q", "v"), method="lora", rank=8))``; keyword
     ``overrides`` replace single fields (``attach_adapters(model, method="dora")``). Defaults are the CLI's.
     """
+    from ..model_fit import check_model
+
+    if isinstance(model, AdaptedModel):
+        raise LeantuneError("attach_adapters: this model already carries leantune adapters; attach once (or merge() "
+                            "first)")
+    check_model(model, "any", "attach_adapters")
     cfg = AdapterConfig(**{**(vars(config) if config is not None else {}), **overrides}).check()
     adapted = attach(model, cfg.targets, cfg.method, cfg.rank, cfg.alpha, cfg.dropout, train_head=cfg.train_head)
     return adapted_class(type(model))(model, adapted)
@@ -223,6 +351,9 @@ def qv_param_groups(model: nn.Module, lr: float, v_ratio: float = 4.0, k_ratio: 
     ``loraplus_ratio`` times the matrix's lr) / ``.magnitude`` (DoRA) variants, ``head`` (``head_lr``,
     default ``lr``) and ``all`` for anything else that trains. Biases and magnitudes never decay.
     """
+    from ..model_fit import check_model
+
+    check_model(model, "any", "qv_param_groups / create_optimizer")
     _check_rates("qv_param_groups", lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)
     groups = build_groups(trained_tensors(model), lr, v_ratio, k_ratio, head_lr, loraplus_ratio, weight_decay)
     if not groups:

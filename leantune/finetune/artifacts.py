@@ -4,7 +4,9 @@
 blocks keyed ``layers.<i>.<q|k|v|o>.<weight|bias|lora_A|lora_B|magnitude>``, head tensors as
 ``head.<name>``) and ``leantune_adapter.json`` naming the base model, targets, method and ratios.
 For LoRA on unfused matrices we also write a PEFT-format directory that ``PeftModel.from_pretrained``
-loads. Everything is safetensors + JSON: nothing here is ever unpickled.
+loads. A ``Trainer``'s ``save_model`` folder (or checkpoint) of an ``AdaptedModel`` is an adapter too: its
+``model.safetensors`` holds the trained tensors and the manifest (see ``EMBEDDED_META``). Everything is
+safetensors + JSON: nothing here is ever unpickled.
 """
 
 from __future__ import annotations
@@ -23,16 +25,33 @@ from .adapters import Adapted, attach
 TENSORS = "adapter.safetensors"
 META = "leantune_adapter.json"
 FORMAT = "leantune-adapter/1"
+# A Trainer saves a model it does not know (an AdaptedModel) as its state_dict in model.safetensors, and
+# nothing else. So that folder is an adapter too, the state_dict carries the manifest as one more entry:
+# the JSON of leantune_adapter.json as a uint8 tensor under this key.
+TRAINER_TENSORS = "model.safetensors"
+EMBEDDED_META = "leantune_adapter.json"
+
+
+def manifest(adapted: Adapted, meta: dict) -> dict:
+    """The content of ``leantune_adapter.json``: how the adapter was attached, plus ``meta``."""
+    return {"format": FORMAT, "targets": adapted.targets, "method": adapted.method, "rank": adapted.rank,
+            "alpha": adapted.alpha, "dropout": adapted.dropout, "model_type": adapted.model.config.model_type,
+            "train_head": any(t.group == "head" for t in adapted.trained), **meta}
+
+
+def manifest_tensor(full_meta: dict) -> torch.Tensor:
+    return torch.tensor(list(json.dumps(full_meta, sort_keys=True).encode("utf-8")), dtype=torch.uint8)
+
+
+def manifest_from_tensor(t: torch.Tensor) -> dict:
+    return json.loads(bytes(t.to(torch.uint8).tolist()).decode("utf-8"))
 
 
 def save_adapter(adapted: Adapted, out_dir: str | Path, meta: dict) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(adapted.state_dict(), str(out_dir / TENSORS), metadata={"format": FORMAT})
-    full_meta = {"format": FORMAT, "targets": adapted.targets, "method": adapted.method, "rank": adapted.rank,
-                 "alpha": adapted.alpha, "dropout": adapted.dropout,
-                 "model_type": adapted.model.config.model_type, **meta}
-    (out_dir / META).write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+    (out_dir / META).write_text(json.dumps(manifest(adapted, meta), indent=2) + "\n", encoding="utf-8")
     return out_dir
 
 
@@ -49,8 +68,14 @@ def can_export_peft(adapted: Adapted) -> bool:
         all(not m.fused and not m.transposed for m in mats)
 
 
-def export_peft(adapted: Adapted, out_dir: str | Path, base_model: str) -> Path:
-    """A PEFT LoRA adapter (task SEQ_CLS) with the same tensors: same scale alpha/r, head as modules_to_save."""
+PEFT_TASK = {"seq-cls": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "base": "FEATURE_EXTRACTION"}
+
+
+def export_peft(adapted: Adapted, out_dir: str | Path, base_model: str, head: str = "seq-cls") -> Path:
+    """A PEFT LoRA adapter with the same tensors: same scale alpha/r, a trained head as modules_to_save.
+
+    ``base_model`` becomes ``base_model_name_or_path``, which ``AutoPeftModel*.from_pretrained`` loads: give
+    it as a user names the model elsewhere (``leantune.models.portable_name``). ``head``: the task type."""
     from peft import LoraConfig
 
     if not can_export_peft(adapted):
@@ -66,22 +91,46 @@ def export_peft(adapted: Adapted, out_dir: str | Path, base_model: str) -> Path:
             tensors[f"base_model.model.{t.matrix.module_path}.{t.role}.weight"] = v
         else:  # head: PEFT saves modules_to_save under their own names
             tensors[f"base_model.model.{t.key.removeprefix('head.')}"] = v
-    config = LoraConfig(task_type="SEQ_CLS", r=adapted.rank, lora_alpha=adapted.alpha,
+    head_trained = any(t.matrix is None for t in adapted.trained)
+    config = LoraConfig(task_type=PEFT_TASK.get(head, "SEQ_CLS"), r=adapted.rank, lora_alpha=adapted.alpha,
                         lora_dropout=adapted.dropout, target_modules=sorted(set(targets)),
-                        modules_to_save=sorted(head_modules(adapted.model)), bias="none",
+                        modules_to_save=sorted(head_modules(adapted.model)) if head_trained else None, bias="none",
                         base_model_name_or_path=base_model)
     config.save_pretrained(str(out_dir))
     save_file(tensors, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
     return out_dir
 
 
+def _trainer_manifest(adapter_dir: Path) -> dict | None:
+    """The manifest embedded in a Trainer's ``model.safetensors`` of an AdaptedModel, if that is what it is."""
+    from safetensors import SafetensorError, safe_open
+
+    path = adapter_dir / TRAINER_TENSORS
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            if EMBEDDED_META not in f.keys():
+                return None
+            return manifest_from_tensor(f.get_tensor(EMBEDDED_META))
+    except (SafetensorError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LeantuneError(f"{path} cannot be read ({e}); the file is damaged or incomplete") from None
+
+
 def read_meta(adapter_dir: str | Path) -> dict:
+    """The manifest of an adapter folder: ``leantune finetune``'s ``adapter/``, a folder written by
+    ``save_adapters`` / ``AdaptedModel.save_pretrained``, or ``Trainer.save_model`` output and checkpoints."""
     adapter_dir = Path(adapter_dir)
     meta_path = adapter_dir / META
     if not meta_path.is_file() or not (adapter_dir / TENSORS).is_file():
+        meta = _trainer_manifest(adapter_dir)
+        if meta is not None:
+            check_manifest(meta, adapter_dir / TRAINER_TENSORS)
+            return meta
         hint = " (this looks like a PEFT adapter: load it with PeftModel.from_pretrained)" \
             if (adapter_dir / "adapter_config.json").is_file() else ""
-        raise LeantuneError(f"{adapter_dir} is not a leantune adapter: it needs {META} and {TENSORS}{hint}")
+        raise LeantuneError(f"{adapter_dir} is not a leantune adapter: it needs {META} and {TENSORS} (or a "
+                            f"Trainer's {TRAINER_TENSORS} of a model from leantune.attach_adapters){hint}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -93,7 +142,8 @@ def read_meta(adapter_dir: str | Path) -> dict:
 # what load_adapter needs from leantune_adapter.json (save_adapter writes all of it)
 MANIFEST_FIELDS = {"format": TEXT, "base_model": TEXT, "method": TEXT, "rank": INT,
                    "alpha": NUMBER, "dropout": NUMBER, "num_labels": INT}
-MANIFEST_OPTIONAL = {"pad_token_id": INT, "labels": LIST, "tokenizer": TEXT, "trust_remote_code": BOOL}
+MANIFEST_OPTIONAL = {"pad_token_id": INT, "labels": LIST, "tokenizer": TEXT, "trust_remote_code": BOOL,
+                     "train_head": BOOL}  # absent in adapters written before it was recorded: the head trained
 
 
 def check_manifest(meta, meta_path: Path) -> None:
@@ -116,8 +166,12 @@ def read_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
 
     path = Path(adapter_dir) / TENSORS
+    if not path.is_file():  # a Trainer's folder: its state_dict, the manifest entry aside
+        path = Path(adapter_dir) / TRAINER_TENSORS
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        tensors.pop(EMBEDDED_META, None)
+        return tensors
     except SafetensorError as e:
         raise LeantuneError(f"{path} cannot be read ({e}); the file is damaged or incomplete: "
                             "copy it again or rerun the fine-tuning") from None
@@ -131,17 +185,31 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
     meta = read_meta(adapter_dir)
     tensors = read_tensors(Path(adapter_dir))  # before the base model loads: a damaged file fails fast
     if model is None:
-        model = load_model(base_model or meta["base_model"], head="seq-cls", num_labels=meta["num_labels"],
-                           dtype=dtype, device=device, trust_remote_code=meta.get("trust_remote_code", False))
+        head = meta.get("head") or "seq-cls"
+        model = load_model(base_model or recorded_base_name(meta), head=head, dtype=dtype, device=device,
+                           num_labels=meta["num_labels"] if head == "seq-cls" else None,
+                           trust_remote_code=meta.get("trust_remote_code", False))
     if meta.get("pad_token_id") is not None:
         model.config.pad_token_id = meta["pad_token_id"]
-    adapted = attach(model, meta["targets"], meta["method"], meta["rank"], meta["alpha"], meta["dropout"])
+    adapted = attach(model, meta["targets"], meta["method"], meta["rank"], meta["alpha"], meta["dropout"],
+                     train_head=meta.get("train_head") is not False)
     adapted.load_state_dict(tensors)
     labels = meta.get("labels")
     if labels:
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {v: i for i, v in enumerate(labels)}
     return model.eval(), adapted, meta
+
+
+def recorded_base_name(meta: dict) -> str:
+    """The base model to load for a manifest: the alias it was trained through when that is installed here
+    (the exact weights, e.g. a dequantized GGUF), else the recorded name (a hub id or an absolute path)."""
+    from ..aliases import ALIASES
+
+    alias = (meta.get("base_model_source") or {}).get("alias")
+    if alias in ALIASES and ALIASES[alias].locate() is not None:
+        return alias
+    return meta["base_model"]
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None,
@@ -151,17 +219,20 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
     ``dtype="auto"`` keeps the base checkpoint's dtype (the adapter is merged in that dtype). ``out_dir`` follows
     the output-folder policy (:mod:`leantune.outputs`): never the base model's folder, whose adapter would then
     be applied twice by the next merge."""
-    from ..models import input_path, load_tokenizer
+    from ..models import input_path, load_tokenizer, recorded_base
     from ..outputs import OutputFolder
 
     meta = read_meta(adapter_dir)
     folder = OutputFolder(out_dir, "merge", overwrite=overwrite,
-                          inputs={"adapter": adapter_dir, "base model": input_path(base_model or meta["base_model"])})
+                          inputs={"adapter": adapter_dir, "base model": input_path(base_model or recorded_base_name(meta))})
     model, adapted, meta = load_adapter(adapter_dir, base_model, dtype=dtype, device=device)
     adapted.merge()
+    # provenance inside the merged model's config.json: the base as named elsewhere, and the adapter's recipe
+    model.config.leantune_base_model = {**recorded_base(model), "adapter": {
+        k: meta.get(k) for k in ("targets", "method", "rank", "alpha", "task")}}
     with folder as stage:
         model.save_pretrained(str(stage))  # safetensors
-        tok_src = meta.get("tokenizer") or base_model or meta["base_model"]
+        tok_src = meta.get("tokenizer") or base_model or recorded_base_name(meta)
         if tok_src != "gpt2-offline":
             try:
                 load_tokenizer(tok_src, meta.get("trust_remote_code", False)).save_pretrained(str(stage))

@@ -90,7 +90,9 @@ class FinetuneConfig:
     max_length: int = option(128, "max tokens per example (default 128)")
     seed: int = option(0, "seed of data order, head and adapter init (default 0)")
     out: str | None = option(None, "output directory (metrics.json, adapter/, curves.png)")
-    eval_every: int | None = option(None, "evaluate every N steps (default: 5 times per run, plus the final one)")
+    eval_every: int | None = option(None, "evaluate every N steps (default: up to 5 evaluations, as many as keep "
+                                          "evaluation near 20%% of the run's time; a short run evaluates once, at "
+                                          "its end)")
     log_every: int = option(10, "log the train loss every N steps (default 10)")
     data_dir: str | None = option(None, "local task data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
     train_file: str | None = option(None, "custom task: .jsonl/.json/.csv/.tsv")
@@ -114,7 +116,7 @@ class FinetuneConfig:
                                                  "(non-reentrant)")
     grad_accum: int = option(1, "gradient accumulation steps (default 1): the effective batch is batch-size x "
                                 "grad-accum x processes")
-    trust_remote_code: bool = option(False)
+    trust_remote_code: bool = option(False, "allow the model repo's own Python code (transformers' trust_remote_code)")
     quiet: bool = option(False, "no progress bar")
     overwrite: bool = option(False, OVERWRITE_HELP, recorded=False)
     export_peft: bool = option(True, "skip the PEFT-format copy of a LoRA adapter (config key: export_peft: false)",

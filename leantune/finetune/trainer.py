@@ -19,6 +19,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+# A forward pass over one eval example costs about a third of a training step's work on one example (forward,
+# backward, optimizer): 0.27 measured on MiniLM / SST-2 (eval batch 64, train batch 32, 2 CPU cores).
+EVAL_COST_PER_EXAMPLE = 1 / 3
+EVAL_SHARE = 0.2  # the default evaluation schedule keeps evaluation at about this share of a run
+MAX_EVALS = 5
+
+
+def default_eval_every(total_steps: int, examples_per_step: int, eval_examples: int) -> int:
+    """``--eval-every`` when not given: up to 5 evaluations, as many as keep their cost near 20 % of the run.
+
+    With k full evaluations of E examples and T training examples, evaluation takes about
+    k E c / (T + k E c) of the time (c = :data:`EVAL_COST_PER_EXAMPLE`); at most 20 % means k <= T / (4 E c).
+    A short run therefore evaluates only once, at its last step (the evaluation every run reports); a
+    20-step MiniLM run on SST-2 spent 59 % of its time in 5 evaluations before this rule.
+    """
+    budget = EVAL_SHARE / (1 - EVAL_SHARE) * total_steps * examples_per_step / (EVAL_COST_PER_EXAMPLE * max(1, eval_examples))
+    evals = max(1, min(MAX_EVALS, int(budget)))
+    return max(1, total_steps // evals)
+
+
 DIVERGED = 1000.0  # a loss this many times its first value (and above 1000 nats) stops the run
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from ..model_fit import check_model
 from ..tasks import Task, resolve_task
 from .evaluator import ICLEvaluator
 from .splits import ICLData, make_icl_data
@@ -24,6 +25,7 @@ class PreparedICLEval:
                                       batch_size=batch_size)
 
     def run(self, model, progress: bool = False) -> dict:
+        check_model(model, "causal-lm", "evaluate_icl")
         result = self.evaluator.evaluate(model, progress=progress)
         return {**result.metrics, "task": self.task.name, "shots_per_class": self.shots,
                 "examples": self.data.manifest(), "predictions": result.predictions}

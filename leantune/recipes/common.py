@@ -55,11 +55,11 @@ class ICLCommon:
     task: str | None = option(None, TASK_HELP, required=True)
     shots: int = option(4, "demonstrations per class (default 4)")
     seed: int = option(0, "fixes the demonstrations and the sampled examples")
-    batch_size: int = option(16)
+    batch_size: int = option(16, "examples per forward pass (the demonstrations' cache is shared by the batch)")
     tokenizer: str | None = option(None, "tokenizer to use (default: the model's); 'gpt2-offline' = real GPT-2 BPE")
     data_dir: str | None = option(None, "local data (default $LEANTUNE_DATA_DIR, else ../shared/data, else hub)")
     dtype: str = dtype_option()
     device: str | None = device_option()
     device_map: str | dict | None = device_map_option()  # a dict: a library call's own map
     max_memory: str | None = max_memory_option()
-    trust_remote_code: bool = option(False)
+    trust_remote_code: bool = option(False, "allow the model repo's own Python code (transformers' trust_remote_code)")

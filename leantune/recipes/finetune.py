@@ -25,9 +25,9 @@ from ..finetune.artifacts import can_export_peft, dir_bytes, export_peft, save_a
 from ..finetune.config import FinetuneConfig
 from ..finetune.data import Encoded, compute_metrics, load_data
 from ..finetune.groups import describe_groups, param_groups
-from ..finetune.trainer import peak_rss_mb, trainer_classes, _non_finite
+from ..finetune.trainer import default_eval_every, peak_rss_mb, trainer_classes, _non_finite
 from ..model_fit import check_vocab_fits, fit_max_length
-from ..models import input_path, model_source, tokenizer_for
+from ..models import base_model_record, input_path, model_source, tokenizer_for
 from .common import Recipe, overwrite_option
 from ..options import option
 from ..outputs import OutputFolder
@@ -83,7 +83,7 @@ def _train(cfg, data, tokenizer, model, adapted, groups, world, use_cpu, out: Pa
     epochs = cfg.epochs if cfg.epochs is not None else (None if cfg.max_steps else 3.0)
     steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * world * cfg.grad_accum))
     total = cfg.max_steps or math.ceil(steps_per_epoch * epochs)
-    eval_every = cfg.eval_every or max(1, total // 5)
+    eval_every = cfg.eval_every or default_eval_every(total, cfg.batch_size * world * cfg.grad_accum, len(eval_ds))
 
     args = TrainingArguments(
         output_dir=trainer_dir, save_strategy="no", report_to="none", seed=cfg.seed,
@@ -190,7 +190,8 @@ def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metric
 
     final = out if final is None else final
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"base_model": cfg.model, "head": "seq-cls", "task": data.task, "labels": list(data.labels),
+    base = base_model_record(cfg.model)  # as a user names it elsewhere: an alias's hub id, an absolute path
+    meta = {"base_model": base["name"], "base_model_source": base, "head": "seq-cls", "task": data.task, "labels": list(data.labels),
             "num_labels": len(data.labels), "text_fields": list(data.text_fields), "max_length": cfg.max_length,
             "tokenizer": cfg.tokenizer, "pad_token_id": tokenizer.pad_token_id,
             "trust_remote_code": cfg.trust_remote_code,
@@ -200,7 +201,7 @@ def write_outputs(adapted: Adapted, cfg: FinetuneConfig, data, tokenizer, metric
     metrics["artifact_bytes"] = dir_bytes(adapter_dir)
     metrics["adapter_dir"] = str(final / adapter_dir.relative_to(out))
     if cfg.export_peft and can_export_peft(adapted):
-        export_peft(adapted, out / "peft_adapter", cfg.model)
+        export_peft(adapted, out / "peft_adapter", base["name"])
         metrics["peft_adapter_dir"] = str(final / "peft_adapter")
     plot_curves(metrics["history"], out / "curves.png", title=f"{cfg.model} {data.task} {cfg.method}({cfg.targets})")
     metrics["curves_png"] = str(final / "curves.png")

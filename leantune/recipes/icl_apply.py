@@ -15,13 +15,15 @@ class ApplyConfig:
     edit: str | None = option(None, "(required) edit.json from `leantune icl search`", required=True)
     out: str | None = option(None, "(required) output folder", metavar="DIR", required=True)
     factorize: bool = option(False, "store edited matrices as two low-rank factors")
-    head: str = option("causal-lm", choices=("causal-lm", "seq-cls", "base"))
+    head: str = option("causal-lm", "the head to load the model with: causal-lm (ICL edits) | seq-cls (a "
+                                     "classifier searched with --evaluator classifier) | base",
+                       choices=("causal-lm", "seq-cls", "base"))
     tokenizer: str | None = option(None, "tokenizer to save beside the model (default: the model's)")
     dtype: str = dtype_option()
     device: str | None = device_option()
     device_map: str | dict | None = device_map_option()  # a dict: a library call's own map
     max_memory: str | None = max_memory_option()
-    trust_remote_code: bool = option(False)
+    trust_remote_code: bool = option(False, "allow the model repo's own Python code (transformers' trust_remote_code)")
     overwrite: bool = overwrite_option()
 
 
@@ -32,7 +34,7 @@ def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, o
     import torch
 
     from ..errors import LeantuneError
-    from ..models import input_path, load_model, tokenizer_for
+    from ..models import input_path, load_model, recorded_base, tokenizer_for
     from ..svd.api import apply_edit
     from ..svd.edits import Edit, check_edit_fits, read_edit_file
     from ..outputs import OutputFolder
@@ -48,6 +50,9 @@ def icl_apply(model: str | ApplyConfig | None = None, edit: str | None = None, o
     data = read_edit_file(cfg.edit)
     check_edit_fits(lm, data, cfg.edit)
     out_dir = Path(cfg.out)
+    # provenance in the saved config.json: the base as a user names it elsewhere (hub id, absolute path), the
+    # alias and GGUF file it was loaded through, and the edit
+    lm.config.leantune_base_model = {**recorded_base(lm), "edit": data["edits"]}
     with folder as stage:  # written aside, renamed into place when complete
         if cfg.factorize:
             manifest = factorize(lm, [Edit(**e) for e in data["edits"]],

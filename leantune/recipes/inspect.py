@@ -17,7 +17,7 @@ class InspectConfig:
     spectrum: bool = option(False, "per (layer, matrix): sigma max/min, condition number, effective rank")
     json: str | None = option(None, "write the map (and spectrum) as JSON", metavar="PATH")
     plot: str | None = option(None, "write a PNG of condition number by layer, attention vs MLP", metavar="PATH")
-    svd_dtype: str = option("float32", choices=("float32", "float64"))
+    svd_dtype: str = option("float32", "dtype the spectra's SVD runs in", choices=("float32", "float64"))
     dtype: str = dtype_option()
     device: str | None = device_option()
     device_map: str | None = device_map_option()

@@ -11,8 +11,8 @@ from ..options import option
 
 @dataclass
 class LabTrainCommand:
-    seed: int = option(0)
-    steps: int = option(LabTrainConfig.steps)
+    seed: int = option(0, "seed of the synthetic data and the model's init")
+    steps: int = option(LabTrainConfig.steps, "optimizer steps")
     monitor: int = option(0, "every N steps, log 4-shot ICL accuracy on 8 held-out instances (costs a few "
                              "seconds)", metavar="N")
     eval_instances: int = option(48, "held-out task instances in the shots table")
@@ -42,11 +42,11 @@ def report_train(r: dict, cfg: LabTrainCommand) -> str:
 
 @dataclass
 class LabStudyCommand:
-    model: str = option("lab-icl")
+    model: str = option("lab-icl", "the causal LM to study (an alias, hub id or folder)")
     shots: str = option("1,4", "two (or more) shot counts per class")
     seeds: int = option(3, "demonstration draws")
     instances: int = option(8, "held-out task instances pooled per seed")
-    out: str = option("docs/lab")
+    out: str = option("docs/lab", "folder of the figures and tables")
 
 
 def run_study(cfg: LabStudyCommand, progress: bool) -> dict:

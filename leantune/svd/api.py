@@ -128,6 +128,9 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     check_call("search_svd", shots=shots, n_val=n_val, n_test=n_test, seed=seed, top_k=top_k, batch_size=batch_size,
                max_length=max_length, rates=rates, layers=layers if isinstance(layers, str) else None,
                modules=modules if isinstance(modules, str) else None)
+    from ..model_fit import check_model
+
+    check_model(model, "seq-cls" if evaluator == "classifier" else "causal-lm", "search_svd")
     strategy_name = strategy.name if isinstance(strategy, Strategy) else strategy
     rates = [float(r) for r in (rates.split(",") if isinstance(rates, str) else rates)]
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
@@ -385,6 +388,9 @@ def apply_edit(model, edit, svd_dtype: str | None = None) -> dict:
     if not isinstance(edit, (str, Path, dict, list, tuple)):
         raise LeantuneError(f"apply_edit() argument edit must be the path of an edit.json, an edit record or a list "
                             f"of edits, got {type(edit).__name__} {edit!r}")
+    from ..model_fit import check_model
+
+    check_model(model, "any", "apply_edit")
     where = "edit"
     if isinstance(edit, (str, Path)):
         where = str(edit)

@@ -86,8 +86,15 @@ def apply_edits(arch: ArchMap, edits: list[Edit], cache: SVDCache) -> list[dict]
 
 
 def model_identity(model, model_name: str | None = None) -> dict:
+    """The base model of an edit: ``name`` as a user names it elsewhere (an alias's hub id, an absolute local
+    path, never a cache folder), the alias and GGUF file (name, sha256) beside it, and its shape."""
+    from ..models import base_model_record, recorded_base
+
     cfg = model.config
-    return {"name": model_name or getattr(cfg, "_name_or_path", ""), "model_type": cfg.model_type,
+    own = recorded_base(model)  # what load_model recorded: keeps the alias and GGUF file of the weights
+    base = own if not model_name or model_name == own.get("name") else base_model_record(model_name)
+    source = {k: v for k, v in base.items() if k in ("alias", "gguf")}
+    return {"name": base["name"], **source, "model_type": cfg.model_type,
             "revision": getattr(cfg, "_commit_hash", None), "num_layers": get_arch(model).num_layers,
             "hidden_size": getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None)}
 

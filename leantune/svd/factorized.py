@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from ..arch import ArchMap, get_arch
-from ..factorized import (MANIFEST, WEIGHTS, LowRankSlices, _set_module, is_factorized,  # noqa: F401 (re-exported)
-                          load_factorized)
+from ..factorized import (MANIFEST, WEIGHTS, LowRankSlices, _set_module, guard_config,  # noqa: F401 (re-exported)
+                          is_factorized, load_factorized)
 from ..offload import is_offloaded, onloaded
 from .edits import Edit, module_matrices
 from .lowrank import SVDCache
@@ -77,6 +77,9 @@ def save_factorized(model, manifest: list[dict], out: str | Path, edit: dict) ->
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(out)
+    config_file = out / "config.json"  # guarded: plain transformers refuses it instead of loading it wrong
+    config_file.write_text(json.dumps(guard_config(json.loads(config_file.read_text(encoding="utf-8"))), indent=2)
+                           + "\n", encoding="utf-8")
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out)
     with onloaded([m for m in model.modules() if is_offloaded(m)]):  # --device-map with offload: all of it
