@@ -330,7 +330,7 @@ def test_evaluate_icl_on_a_base_model_says_what_to_pass():
     with pytest.raises(LeantuneError, match=r"base model without an LM head \(GPT2Model\); load the model with "
                                             r"leantune.load_model\(name, head='causal-lm'\)"):
         evaluate_icl(load_model("lab-icl", head="base"), tok, "lab:1", shots=1, n_eval=4)
-    with pytest.raises(LeantuneError, match="takes a loaded model, got str 'lab-icl'"):
+    with pytest.raises(LeantuneError, match="must be a loaded model, got the name 'lab-icl'"):
         evaluate_icl("lab-icl", tok, "lab:1", shots=1, n_eval=4)
     assert evaluate_icl(load_model("lab-icl"), tok, "lab:1", shots=1, n_eval=4)["n"] == 4  # its own head: causal-lm
 
