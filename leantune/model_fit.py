@@ -77,6 +77,7 @@ def check_model(model, needs: str, caller: str) -> None:
             extra = " (or search_svd(..., evaluator='classifier') to search a classifier's accuracy)" if classifier else ""
             raise LeantuneError(f"{caller} scores continuations with a causal LM, but it was handed {kind} ({cls}); "
                                 f"load the model with leantune.load_model(name, head='causal-lm'){extra}")
+        check_causal_lm(inner, f"the model handed to {caller}")  # an encoder with an LM head (BertLMHeadModel) has no causal masking
     elif needs == "seq-cls" and not cls.endswith("ForSequenceClassification"):
         raise LeantuneError(f"{caller} with the classifier evaluator needs a sequence classifier, but it was handed "
                             f"{cls}; load the model with leantune.load_model(name, head='seq-cls')")

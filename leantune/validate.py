@@ -150,11 +150,11 @@ class Size:
 class CountOrAuto:
     """``auto`` or a count >= 0 (``--n-confirm``), as text from the command line or an int from a file."""
 
-    def check(self, dest: str, v) -> None:
+    def check(self, name: str, v) -> None:  # name: "--n-confirm", or "n_confirm=" of a library call
         ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or \
             (isinstance(v, str) and (v.strip().lower() == "auto" or v.strip().isdigit()))
         if not ok:
-            raise LeantuneError(f"{flag(dest)} must be auto or a count >= 0, got {v!r}")
+            raise LeantuneError(f"{name} must be auto or a count >= 0, got {v!r}")
 
 
 COUNT = Number(int, 0)           # 0 allowed (e.g. zero-shot)

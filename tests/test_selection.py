@@ -163,3 +163,28 @@ def test_report_rebuilds_from_the_folder_alone_old_folders_included(tiny, tmp_pa
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no summary.json" in err[0]
+
+
+def test_a_significant_change_that_lowers_the_metric_is_said_as_such():
+    rule = SelectionRule("on", "balanced_accuracy", 0.05)
+    gold = [0] * 180 + [1] * 20
+    before = [0] * 170 + [1] * 10 + [1] * 20  # minority class all right, 10 majority errors
+    c = confirm(gold, before, [0] * 200, rule)
+    assert c["change"]["gained"] == 10 and c["change"]["lost"] == 20 and not c["confirmed"]
+    gold2 = [0] * 100 + [1] * 100
+    before2 = [0] * 70 + [1] * 30 + [1] * 100  # 170 right
+    after2 = [0] * 100 + [0] * 60 + [1] * 40  # 140 right: fewer, and worse balanced
+    c2 = confirm(gold2, after2, before2, rule)  # 60 gained, 30 lost, balanced accuracy up too
+    assert c2["confirmed"]
+    fake = {"n": 200, "p_one_sided": 0.001, "confirmed": False, "metric_change": -0.08,
+            "change": {"gained": 30, "lost": 10}}
+    adopted, why = decide(rule, False, {"flagged": False, "reasons": []}, fake)
+    assert not adopted and "but balanced_accuracy changes -8.0 pts" in why and ">=" not in why
+
+
+def test_an_old_run_folder_named_by_its_resolved_path_still_resumes():
+    from leantune.models import resolve
+    from leantune.svd.api import _same_model
+
+    assert _same_model(resolve("lab-icl"), "lab-icl")  # written before portable names; resumed by the alias
+    assert not _same_model(resolve("lab-icl"), "gpt2")

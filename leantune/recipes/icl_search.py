@@ -99,7 +99,8 @@ def icl_search(model: str | SearchConfig | None = None, task: str | None = None,
     # before the lock makes the folder: a folder of other files, or an input, is refused at once
     from ..svd.api import adopt_old_search_folder
 
-    adopt_old_search_folder(Path(cfg.out))
+    if int(os.environ.get("RANK", "0")) == 0:  # one process writes the manifest of a multi-process run
+        adopt_old_search_folder(Path(cfg.out))
     check_out_folder("--out", cfg.out, "icl search", cfg.overwrite, _inputs(cfg))
     out = Path(cfg.out)
     before = set(foreign_files(out, limit=10**9)) if out.is_dir() else set()  # a user's files (--overwrite)

@@ -16,9 +16,16 @@ class ReportConfig:
 
 def report_html(run_dir: str) -> str:
     """Write ``run_dir/report.html`` (one self-contained page) and return its path."""
+    from pathlib import Path
+
+    from ..outputs import claim, read_manifest
     from ..search_report import build_report
 
-    return str(build_report(run_dir))
+    path = build_report(run_dir)
+    manifest = read_manifest(Path(run_dir))
+    if manifest is not None and manifest.get("command") == "icl search":  # the page is the search's own file
+        claim(Path(run_dir), "icl search", ["report.html"])
+    return str(path)
 
 
 CONFIG = ReportConfig

@@ -56,12 +56,27 @@ def _check_run_dir(out: Path, config: dict, rank: int) -> None:
             raise LeantuneError(f"{run_file} is damaged ({e}); use a new --out folder") from None
         if not isinstance(had, dict):
             raise LeantuneError(f"{run_file} is not a leantune search record; use a new --out folder")
-        diff = sorted(k for k in SEMANTIC if had.get(k) != wanted.get(k))
+        diff = sorted(k for k in SEMANTIC if had.get(k) != wanted.get(k)
+                      and not (k == "model" and _same_model(had.get(k), wanted.get(k))))
         if diff:
             raise LeantuneError(f"{out} holds a search with different arguments ({', '.join(diff)}); "
                                 "use a new --out folder or repeat the same arguments to resume")
     elif rank == 0:
         write_json(run_file, wanted)
+
+
+def _same_model(recorded, given) -> bool:
+    """A folder written before models were named portably recorded the resolved path (a GGUF cache folder, an
+    alias's install path); the same weights named as a user would (``HuggingFaceTB/SmolLM2-135M-Instruct``)
+    must still resume it."""
+    from ..models import portable_name
+
+    if not isinstance(recorded, str) or not isinstance(given, str):
+        return False
+    try:
+        return portable_name(recorded) == portable_name(given)
+    except LeantuneError:
+        return False
 
 
 def _evaluator(tok, task, data, examples, evaluator: str, calibrate: bool, batch_size: int, max_length: int):

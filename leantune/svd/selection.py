@@ -78,9 +78,12 @@ def decide(rule: SelectionRule, winner_is_baseline: bool, shift: dict | None, co
         return False, "no confirmation split to check the winner on (--n-confirm 0); use --guard off to adopt it"
     if not confirmation["confirmed"]:
         c = confirmation["change"]
-        return False, (f"not confirmed on {confirmation['n']} held-out examples ({c['gained']} gained, {c['lost']} "
-                       f"lost, one-sided p = {confirmation['p_one_sided']:.2g} >= {rule.confirm_alpha:g}, "
-                       f"{rule.metric} change {100 * confirmation['metric_change']:+.1f} pts)")
+        counts = f"{confirmation['n']} held-out examples ({c['gained']} gained, {c['lost']} lost"
+        if confirmation["p_one_sided"] < rule.confirm_alpha:  # more examples fixed than broken, yet the metric fell
+            return False, (f"not confirmed on {counts}, one-sided p = {confirmation['p_one_sided']:.2g}, but "
+                           f"{rule.metric} changes {100 * confirmation['metric_change']:+.1f} pts)")
+        return False, (f"not confirmed on {counts}, one-sided p = {confirmation['p_one_sided']:.2g} >= "
+                       f"{rule.confirm_alpha:g}, {rule.metric} change {100 * confirmation['metric_change']:+.1f} pts)")
     c = confirmation["change"]
     return True, (f"confirmed on {confirmation['n']} held-out examples ({c['gained']} gained, {c['lost']} lost, "
                   f"one-sided p = {confirmation['p_one_sided']:.2g} < {rule.confirm_alpha:g})")
