@@ -34,7 +34,7 @@ LAYERS = [
     ("base", ["leantune.errors", "leantune.config", "leantune.options", "leantune.runinfo", "leantune.precision",
               "leantune.offload", "leantune.schema", "leantune.validate", "leantune.outputs"]),
     ("arch", ["leantune.arch"]),
-    ("foundations", ["leantune.tasks", "leantune.models", "leantune.aliases", "leantune.gguf_source",
+    ("foundations", ["leantune.tasks", "leantune.models", "leantune.aliases", "leantune.gguf_source", "leantune.gguf_write",
                      "leantune.factorized", "leantune.report", "leantune.model_fit",
                      "leantune.lab", "leantune.lab.synthetic", "leantune.lab.tokenizer"]),
     ("engines", ["leantune.icl", "leantune.finetune", "leantune.svd", "leantune.lab.train", "leantune.lab.study",
