@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import transformers as tf
 
-CHARS = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ"]  # byte-level BPE symbols (Ġ = space, Ċ = newline)
+# byte-level BPE symbols (Ġ = space, Ċ = newline), and the token transformers adds as unknown when it is absent
+CHARS = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ", "<|endoftext|>"]
 
 
 def tiny_llama() -> tf.LlamaForCausalLM:

@@ -130,15 +130,17 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
 
     meta = read_meta(adapter_dir)
     tensors = read_tensors(Path(adapter_dir))  # before the base model loads: a damaged file fails fast
+    head = meta.get("head", "seq-cls")  # causal-lm: an --objective lm run, no task head
     if model is None:
-        model = load_model(base_model or meta["base_model"], head="seq-cls", num_labels=meta["num_labels"],
+        model = load_model(base_model or meta["base_model"], head=head,
+                           num_labels=meta["num_labels"] if head == "seq-cls" else None,
                            dtype=dtype, device=device, trust_remote_code=meta.get("trust_remote_code", False))
     if meta.get("pad_token_id") is not None:
         model.config.pad_token_id = meta["pad_token_id"]
     adapted = attach(model, meta["targets"], meta["method"], meta["rank"], meta["alpha"], meta["dropout"])
     adapted.load_state_dict(tensors)
     labels = meta.get("labels")
-    if labels:
+    if labels and head == "seq-cls":
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {v: i for i, v in enumerate(labels)}
     return model.eval(), adapted, meta
@@ -149,10 +151,21 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
     """Fold the adapter into its base model and write a dense model with ``save_pretrained``.
 
     ``dtype="auto"`` keeps the base checkpoint's dtype (the adapter is merged in that dtype)."""
-    from ..models import load_tokenizer
+    model, _, meta = merged_adapter(adapter_dir, base_model, dtype=dtype, device=device)
+    return save_merged(model, meta, out_dir, base_model)
 
+
+def merged_adapter(adapter_dir: str | Path, base_model: str | None = None, dtype: str = "auto",
+                   device: str | None = None):
+    """(model with the adapter folded in, the Adapted record of what was trained, the adapter's meta)."""
     model, adapted, meta = load_adapter(adapter_dir, base_model, dtype=dtype, device=device)
     adapted.merge()
+    return model, adapted, meta
+
+
+def save_merged(model, meta: dict, out_dir: str | Path, base_model: str | None = None) -> Path:
+    from ..models import load_tokenizer
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))  # safetensors
