@@ -13,8 +13,10 @@ import numpy as np
 import torch
 import transformers as tf
 
-# byte-level BPE symbols (Ġ = space, Ċ = newline), and the token transformers adds as unknown when it is absent
-CHARS = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ", "<|endoftext|>"]
+# byte-level BPE symbols (Ġ = space, Ċ = newline), the token transformers adds as unknown when it is absent, and
+# one merge (two spaces): llama.cpp refuses a BPE vocabulary without merges
+CHARS = [chr(c) for c in range(33, 127)] + ["Ġ", "Ċ", "<|endoftext|>", "ĠĠ"]
+MERGES = ["Ġ Ġ"]
 
 
 def tiny_llama() -> tf.LlamaForCausalLM:
@@ -54,7 +56,7 @@ def write_gguf(model: tf.LlamaForCausalLM, path: Path, architecture: str = "llam
     w.add_token_list(CHARS)
     w.add_token_types([gguf.TokenType.NORMAL] * len(CHARS))
     w.add_token_scores([0.0] * len(CHARS))
-    w.add_token_merges([])
+    w.add_token_merges(MERGES)
     w.add_bos_token_id(0)
     w.add_eos_token_id(1)
     sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
