@@ -13,7 +13,7 @@ with activations quantized to 8 bits), leantune dequantized float32: the source 
 floor to compare with. Speeds: llama.cpp's prompt throughput while scoring, and greedy generation of 64
 tokens.
 
-    .venv/bin/python benchmarks/gguf_roundtrip.py [--n 200] [--threads 2] [--ft-steps 10] [--skip-finetune]
+    .venv/bin/python benchmarks/gguf_roundtrip.py [--n 200] [--threads 1] [--ft-steps 10] [--skip-finetune]
 
 needs `make llama` (llama-cpp-python); writes benchmarks/results/gguf_roundtrip.json.
 """
@@ -143,7 +143,7 @@ def run_setup(name, source, written, models, evaluator, labels, threads, cache) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=1)  # on a shared box 2 threads spin-wait: 5x slower
     ap.add_argument("--ft-steps", type=int, default=10)
     ap.add_argument("--ft-lr", type=float, default=5e-4)
     ap.add_argument("--skip-finetune", action="store_true")

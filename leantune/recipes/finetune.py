@@ -144,8 +144,9 @@ def finetune(cfg: FinetuneConfig, model=None, tokenizer=None) -> dict:
 
 
 def icl_scores(model, tokenizer, cfg: FinetuneConfig) -> dict:
-    """ICL accuracy at 0 shots and at ``cfg.icl_shots`` per class on the task's validation examples (the
-    first ``max_eval_samples`` of them when given), as `leantune icl eval` computes it."""
+    """ICL accuracy at 0 shots and at ``cfg.icl_shots`` per class on the task's validation examples (a sample of
+    ``max_eval_samples`` drawn with ``cfg.seed`` when given), as `leantune icl eval --shots K --n-eval N --seed S`
+    computes it."""
     from ..icl.api import evaluate_icl
 
     was_training = model.training
