@@ -41,6 +41,7 @@ from leantune.svd.edits import Edit, edit_record
 from leantune.tasks import get_task
 
 MODEL, TASK, SHOTS, SEED = "smollm2-135m", "sst2", 5, 0
+SKIP_SOURCE = False
 EDIT = [Edit(29, "mlp", 0.1)]  # the demo's choice on its validation split (README, `leantune demo`)
 
 
@@ -131,8 +132,8 @@ def reload(path: Path, cache: Path):
 def run_setup(name, source, written, models, evaluator, labels, threads, cache) -> dict:
     """Scores of the source and each written file, by llama.cpp and leantune."""
     src_bytes = source.stat().st_size
-    rows = [compare("source", source, leantune_scores(models["source"], evaluator),
-                    llama_cpp_scores(source, evaluator.plan, threads), labels, src_bytes)]
+    rows = [] if SKIP_SOURCE else [compare("source", source, leantune_scores(models["source"], evaluator),
+                                           llama_cpp_scores(source, evaluator.plan, threads), labels, src_bytes)]
     for kind, path in written.items():
         lt = leantune_scores(reload(path, cache), evaluator)
         rows.append(compare(f"{name} --gguf-type {kind}", path, lt, llama_cpp_scores(path, evaluator.plan, threads),
@@ -147,7 +148,13 @@ def main() -> None:
     ap.add_argument("--ft-steps", type=int, default=10)
     ap.add_argument("--ft-lr", type=float, default=5e-4)
     ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument("--skip-edit", action="store_true")
+    ap.add_argument("--types", default="f32,keep", help="--gguf-type values to write and score")
+    ap.add_argument("--name", default="gguf_roundtrip", help="results/NAME.json")
+    ap.add_argument("--skip-source", action="store_true", help="score only the written files (a rerun)")
     args = ap.parse_args()
+    global SKIP_SOURCE
+    SKIP_SOURCE = args.skip_source
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
@@ -167,52 +174,17 @@ def main() -> None:
         result["llama_cpp_python"] = llama_cpp.__version__
         base = load_model(MODEL, head="causal-lm", dtype="float32")
 
-        # 1. the demo's SVD edit, 5 demonstrations per class
+        types = args.types.split(",")
         data = make_icl_data(task, SHOTS, None, args.n, SEED)
         ev5 = ICLEvaluator(tok, task, data.demos, data.test)
         labels = [r["label"] for r in data.test]
-        record = edit_record(base, MODEL, EDIT, "float32")
-        edited = load_model(MODEL, head="causal-lm", dtype="float32")
-        apply_edit(edited, record)
         written = {}
-        for kind in ("f32", "keep"):
-            written[kind] = work / f"edit-{kind}.gguf"
-            info = write_edit_gguf(edited, record, source, written[kind], kind)
-            print(f"wrote {written[kind].name}: {[t['type'] for t in info['tensors']]}", flush=True)
-        print("SVD edit (layer 29 mlp, xi 0.1), 5 shots per class:", flush=True)
-        edit = run_setup("edit", source, written, {"source": base}, ev5, labels, args.threads, cache)
-        in_memory = leantune_scores(edited, ev5)  # the edited model itself, never written
-        edit["leantune_in_memory_edit"] = {"accuracy": in_memory["accuracy"], "agreement_with_llama_cpp_f32": sum(
-            a == b for a, b in zip(in_memory["preds"], edit["rows"][1]["llama_cpp_preds"])) / len(labels)}
-        edit["prompt"] = {"shots_per_class": SHOTS, "edit": [vars(e) for e in EDIT]}
-        result["edit"] = edit
+        if not args.skip_edit:  # 1. the demo's SVD edit, 5 demonstrations per class
+            run_edit(args, types, source, base, ev5, labels, written, result, work, cache)
 
         # 2. a merged --objective lm QV LoRA fine-tune, 0 shots
         if not args.skip_finetune:
-            from leantune.finetune.config import build_config
-            from leantune.recipes.finetune import MergeConfig, finetune, merge
-
-            cfg = build_config(model=MODEL, objective="lm", task=TASK, targets="qv", method="lora", rank=8, alpha=16,
-                               lr=args.ft_lr, v_lr_ratio=4.0, max_steps=args.ft_steps, batch_size=8, max_length=64,
-                               max_eval_samples=args.n, eval_every=args.ft_steps, icl_shots=SHOTS, seed=SEED,
-                               out=str(work / "ft"), quiet=True, export_peft=False)
-            t0 = time.perf_counter()
-            metrics = finetune(cfg)
-            ft_seconds = time.perf_counter() - t0
-            ft_written = {}
-            for kind in ("f32", "keep"):
-                ft_written[kind] = work / f"ft-{kind}.gguf"
-                merge(MergeConfig(adapter=str(work / "ft" / "adapter"), out_gguf=str(ft_written[kind]), gguf_type=kind))
-            data0 = make_icl_data(task, 0, None, args.n, SEED)
-            ev0 = ICLEvaluator(tok, task, [], data0.test)
-            print(f"fine-tune ({args.ft_steps} steps, {ft_seconds:.0f} s), 0 shots:", flush=True)
-            ft = run_setup("finetune", source, ft_written, {"source": base}, ev0, [r["label"] for r in data0.test],
-                           args.threads, cache)
-            ft["leantune_icl"] = metrics["icl"]  # before/after at 0 and 5 shots, on the adapted (unmerged) model
-            ft["train"] = {"steps": metrics["train"]["steps"], "seconds": ft_seconds,
-                           "train_loss": metrics["train"]["train_loss"], "lr_q": args.ft_lr, "lambda": 4.0,
-                           "rank": 8, "batch_size": 8}
-            result["finetune"] = ft
+            run_finetune(args, types, source, base, task, tok, result, work, cache)
 
         prompt = ev5.plan.rows[0][:256]
         result["generation_tokens_per_s"] = {
@@ -221,7 +193,55 @@ def main() -> None:
         print("greedy generation tok/s:", {k: round(v, 1) for k, v in result["generation_tokens_per_s"].items()})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("wrote", save("gguf_roundtrip", result))
+    print("wrote", save(args.name, result))
+
+
+def run_edit(args, types, source, base, ev5, labels, written, result, work, cache) -> None:
+    record = edit_record(base, MODEL, EDIT, "float32")
+    edited = load_model(MODEL, head="causal-lm", dtype="float32")
+    apply_edit(edited, record)
+    for kind in types:
+        written[kind] = work / f"edit-{kind}.gguf"
+        info = write_edit_gguf(edited, record, source, written[kind], kind)
+        print(f"wrote {written[kind].name}: {[t['type'] for t in info['tensors']]}", flush=True)
+    print("SVD edit (layer 29 mlp, xi 0.1), 5 shots per class:", flush=True)
+    edit = run_setup("edit", source, written, {"source": base}, ev5, labels, args.threads, cache)
+    in_memory = leantune_scores(edited, ev5)  # the edited model itself, never written
+    edit["leantune_in_memory_edit"] = {"accuracy": in_memory["accuracy"]}
+    f32 = next((r for r in edit["rows"] if r["file"].endswith(" f32")), None)
+    if f32:
+        edit["leantune_in_memory_edit"]["agreement_with_llama_cpp_f32"] = sum(
+            a == b for a, b in zip(in_memory["preds"], f32["llama_cpp_preds"])) / len(labels)
+    edit["prompt"] = {"shots_per_class": SHOTS, "edit": [vars(e) for e in EDIT]}
+    result["edit"] = edit
+
+
+def run_finetune(args, types, source, base, task, tok, result, work, cache) -> None:
+    """A merged --objective lm QV LoRA fine-tune, scored at 0 shots."""
+    from leantune.finetune.config import build_config
+    from leantune.recipes.finetune import MergeConfig, finetune, merge
+
+    cfg = build_config(model=MODEL, objective="lm", task=TASK, targets="qv", method="lora", rank=8, alpha=16,
+                       lr=args.ft_lr, v_lr_ratio=4.0, max_steps=args.ft_steps, batch_size=8, max_length=64,
+                       max_eval_samples=args.n, eval_every=args.ft_steps, icl_shots=SHOTS, seed=SEED,
+                       out=str(work / "ft"), quiet=True, export_peft=False)
+    t0 = time.perf_counter()
+    metrics = finetune(cfg)
+    ft_seconds = time.perf_counter() - t0
+    ft_written = {}
+    for kind in types:
+        ft_written[kind] = work / f"ft-{kind}.gguf"
+        merge(MergeConfig(adapter=str(work / "ft" / "adapter"), out_gguf=str(ft_written[kind]), gguf_type=kind))
+    data0 = make_icl_data(task, 0, None, args.n, SEED)
+    ev0 = ICLEvaluator(tok, task, [], data0.test)
+    print(f"fine-tune ({args.ft_steps} steps, {ft_seconds:.0f} s), 0 shots:", flush=True)
+    ft = run_setup("finetune", source, ft_written, {"source": base}, ev0, [r["label"] for r in data0.test],
+                   args.threads, cache)
+    ft["leantune_icl"] = metrics["icl"]  # before/after at 0 and 5 shots, on the adapted (unmerged) model
+    ft["train"] = {"steps": metrics["train"]["steps"], "seconds": ft_seconds,
+                   "train_loss": metrics["train"]["train_loss"], "lr_q": args.ft_lr, "lambda": 4.0,
+                   "rank": 8, "batch_size": 8}
+    result["finetune"] = ft
 
 
 if __name__ == "__main__":
