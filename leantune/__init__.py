@@ -12,7 +12,8 @@ The public API (documented with runnable examples in docs/api.md); names load on
   :class:`Strategy`, :class:`Outcome`, :func:`register_strategy`
 * foundations: :func:`load_model`, :func:`load_tokenizer`, :class:`SavedFormat` / :func:`register_format`
   (new on-disk weight formats), :func:`get_arch`, :func:`get_task`,
-  :func:`register_provider` (task families by name prefix)
+  :func:`register_provider` (task families by name prefix), :func:`save_gguf` (a loaded GGUF model's edited or
+  merged matrices written back into a copy of its source GGUF, for llama.cpp)
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ _EDITS = ("Edit",)
 _MODELS = ("load_model", "load_tokenizer", "SavedFormat", "register_format")
 _ARCH = ("get_arch",)
 _TASKS = ("get_task", "register_provider")
+_GGUF = ("save_gguf",)
 
 __all__ = list(_FINETUNE + _FINETUNE_CONFIG + _CALLBACKS + _METHODS + _ICL + _SVD + _STRATEGIES + _EDITS + _MODELS + _ARCH
-               + _TASKS)
+               + _TASKS + _GGUF)
 
 
 def __getattr__(name: str):
@@ -61,6 +63,8 @@ def __getattr__(name: str):
         from . import arch as module
     elif name in _TASKS:
         from . import tasks as module
+    elif name in _GGUF:
+        from . import gguf_write as module
     else:
         raise AttributeError(f"module 'leantune' has no attribute {name!r}")
     value = getattr(module, name)

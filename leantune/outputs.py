@@ -27,8 +27,8 @@ def flag(dest: str) -> str:
 # command -> {option: "dir" | "file" | "image"}
 OUTPUTS = {
     "inspect": {"json": "file", "plot": "image"},
-    "finetune": {"out": "dir"}, "merge": {"out": "dir"},
-    "icl eval": {"out": "dir"}, "icl search": {"out": "dir"}, "icl apply": {"out": "dir"},
+    "finetune": {"out": "dir"}, "merge": {"out": "dir", "out_gguf": "file"},
+    "icl eval": {"out": "dir"}, "icl search": {"out": "dir"}, "icl apply": {"out": "dir", "out_gguf": "file"},
     "lab train": {"out": "dir"}, "lab study": {"out": "dir"}, "demo": {"out": "dir"},
 }
 

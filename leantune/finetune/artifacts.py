@@ -184,8 +184,8 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
 
     meta = read_meta(adapter_dir)
     tensors = read_tensors(Path(adapter_dir))  # before the base model loads: a damaged file fails fast
+    head = meta.get("head", "seq-cls")  # causal-lm: an --objective lm run, no task head
     if model is None:
-        head = meta.get("head") or "seq-cls"
         model = load_model(base_model or recorded_base_name(meta), head=head, dtype=dtype, device=device,
                            num_labels=meta["num_labels"] if head == "seq-cls" else None,
                            trust_remote_code=meta.get("trust_remote_code", False))
@@ -195,7 +195,7 @@ def load_adapter(adapter_dir: str | Path, base_model: str | None = None, model=N
                      train_head=meta.get("train_head") is not False)
     adapted.load_state_dict(tensors)
     labels = meta.get("labels")
-    if labels:
+    if labels and head == "seq-cls":
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {v: i for i, v in enumerate(labels)}
     return model.eval(), adapted, meta
@@ -219,17 +219,37 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
     ``dtype="auto"`` keeps the base checkpoint's dtype (the adapter is merged in that dtype). ``out_dir`` follows
     the output-folder policy (:mod:`leantune.outputs`): never the base model's folder, whose adapter would then
     be applied twice by the next merge."""
-    from ..models import input_path, load_tokenizer, recorded_base
+    folder = merge_output_folder(adapter_dir, out_dir, base_model, overwrite)  # refused before anything loads
+    model, _, meta = merged_adapter(adapter_dir, base_model, dtype=dtype, device=device)
+    return save_merged(model, meta, folder, base_model)
+
+
+def merge_output_folder(adapter_dir: str | Path, out_dir: str | Path, base_model: str | None = None,
+                        overwrite: bool = False):
+    """The output folder of a merge, checked against the policy (never the base model's own folder)."""
+    from ..models import input_path
     from ..outputs import OutputFolder
 
     meta = read_meta(adapter_dir)
-    folder = OutputFolder(out_dir, "merge", overwrite=overwrite,
-                          inputs={"adapter": adapter_dir, "base model": input_path(base_model or recorded_base_name(meta))})
+    return OutputFolder(out_dir, "merge", overwrite=overwrite,
+                        inputs={"adapter": adapter_dir, "base model": input_path(base_model or recorded_base_name(meta))})
+
+
+def merged_adapter(adapter_dir: str | Path, base_model: str | None = None, dtype: str = "auto",
+                   device: str | None = None):
+    """(model with the adapter folded in, the Adapted record of what was trained, the adapter's meta)."""
     model, adapted, meta = load_adapter(adapter_dir, base_model, dtype=dtype, device=device)
     adapted.merge()
+    return model, adapted, meta
+
+
+def save_merged(model, meta: dict, folder, base_model: str | None = None) -> Path:
+    """Write the merged ``model`` atomically into ``folder`` (a :func:`merge_output_folder`) with its tokenizer."""
+    from ..models import load_tokenizer, recorded_base
+
     # provenance inside the merged model's config.json: the base as named elsewhere, and the adapter's recipe
     model.config.leantune_base_model = {**recorded_base(model), "adapter": {
-        k: meta.get(k) for k in ("targets", "method", "rank", "alpha", "task")}}
+        k: meta.get(k) for k in ("targets", "method", "rank", "alpha", "task", "objective")}}
     with folder as stage:
         model.save_pretrained(str(stage))  # safetensors
         tok_src = meta.get("tokenizer") or base_model or recorded_base_name(meta)
@@ -238,7 +258,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_model: str 
                 load_tokenizer(tok_src, meta.get("trust_remote_code", False)).save_pretrained(str(stage))
             except LeantuneError:
                 pass  # a model without a tokenizer of its own (e.g. a random test model) still merges
-    return Path(out_dir)
+    return Path(folder.out)
 
 
 @torch.no_grad()

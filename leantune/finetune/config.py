@@ -23,6 +23,7 @@ def _method_names() -> tuple[str, ...]:
 
 
 METHODS = _method_names()
+OBJECTIVES = ("classify", "lm")  # finetune/objectives/: one class each
 # HF schedulers that need no extra arguments (reduce_lr_on_plateau, cosine_with_min_lr, ... need more)
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
@@ -67,6 +68,11 @@ class FinetuneConfig:
     # built-in task (sst2, rte, ...; default sst2), or a name for --train-file data (default: the file's stem)
     task: str | None = option(None, "sst2 | rte | cb | mrpc | cola | qnli | boolq | emoc | agnews, or a name for "
                                     "--train-file data")
+    objective: str = option("classify", "classify (a new sequence-classification head; default) | lm (a causal LM "
+                                        "fine-tuned on the task's ICL prompt, loss on the label word's tokens only)",
+                            choices=OBJECTIVES)
+    icl_shots: int = option(4, "--objective lm: besides 0 shots, evaluate with this many demonstrations per class "
+                               "(the ICL scorer of `icl eval`, before and after training; default 4)")
     targets: str = option(AdapterConfig.targets, "which matrices train (default qv): qv | qkv | qk | q | v | k | "
                                                  "attn (q,k,v,o) | all (plain full fine-tuning)", choices=TARGETS)
     method: str = option(AdapterConfig.method, "full | lora | dora (default lora); full = the chosen matrices or "
@@ -129,6 +135,10 @@ class FinetuneConfig:
             raise LeantuneError(f"unknown method '{self.method}'; choose one of {', '.join(_method_names())}")
         if self.targets == "all" and self.method != "full":
             raise LeantuneError("targets 'all' is plain full fine-tuning; use --method full (or pick attention targets)")
+        if self.objective not in OBJECTIVES:
+            raise LeantuneError(f"unknown objective '{self.objective}'; choose one of {', '.join(OBJECTIVES)}")
+        if self.icl_shots < 0:
+            raise LeantuneError(f"--icl-shots must be >= 0, got {self.icl_shots}")
         if self.scheduler not in SCHEDULERS:
             raise LeantuneError(f"unknown scheduler '{self.scheduler}'; choose one of {', '.join(SCHEDULERS)}")
         if self.max_steps is not None and self.epochs is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LeantuneError
-from ..tasks import available_splits, carve, get_task, load_split
+from ..tasks import available_splits, carve, load_split, resolve_task
 from ..tasks.registry import only_local_split
 from ..tasks.files import default_data_dir, read_table
 from .config import FinetuneConfig
@@ -36,6 +36,7 @@ class ClassificationData:
     eval: list[dict]
     note: str = ""
     sources: dict = field(default_factory=dict)
+    spec: object = None  # the Task (template, label words) of a built-in task or task file; None for --train-file
 
 
 def load_data(cfg: FinetuneConfig) -> ClassificationData:
@@ -48,7 +49,7 @@ def load_data(cfg: FinetuneConfig) -> ClassificationData:
 
 
 def _builtin(cfg: FinetuneConfig) -> ClassificationData:
-    task = get_task(cfg.task or "sst2")
+    task = resolve_task(cfg.task or "sst2")  # a built-in name or a task file
     if task.kind != "classification":
         raise LeantuneError(f"task {task.name} is {task.kind.replace('_', ' ')}, not sequence classification; "
                             "fine-tune on a classification task")
@@ -67,7 +68,7 @@ def _builtin(cfg: FinetuneConfig) -> ClassificationData:
         note = (f"{task.name} has no local train split: eval = {n} records of {only} carved with seed "
                 f"{CARVE_SEED}, train = the other {len(train)}")
     return ClassificationData(task.name, task.labels, task.text_fields, task.metric, train, evals, note,
-                              {"data_dir": str(data_dir) if data_dir else "hub"})
+                              {"data_dir": str(data_dir) if data_dir else "hub"}, spec=task)
 
 
 def label_text(value) -> str | None:
