@@ -281,11 +281,14 @@ def _guard_counts(rows) -> str:
         plain_gain = statistics.mean(r["plain"]["test_after"] - r["test"]["before"] for r in cal)
         cal_gain = statistics.mean(r["calibration"]["test"] - r["test"]["before"] for r in cal)
         guard_gain = statistics.mean(r["guard"]["test_after"] - r["test"]["before"] for r in cal)
-        matches = sum(r["calibration"]["matches_edit_gain"] for r in cal)
+        # against the plain winner's gain (units run before the control compared with the winner used the adopted
+        # edit's, so it is recomputed here from the recorded accuracies)
+        matches = sum(r["plain"]["test_after"] > r["test"]["before"]
+                      and r["calibration"]["test"] >= r["plain"]["test_after"] for r in cal)
         out += ["", f"SVD edit vs calibration alone ({len(cal)} classification units with a winner): mean test change "
                     f"plain edit {100 * plain_gain:+.1f} pts, guarded edit {100 * guard_gain:+.1f} pts, calibration "
-                    f"alone (no edit) {100 * cal_gain:+.1f} pts; calibration alone matched or beat the edit's gain "
-                    f"in {matches} of them."]
+                    f"alone (no edit) {100 * cal_gain:+.1f} pts; calibration alone matched or beat a positive plain-edit "
+                    f"gain in {matches} of them."]
     return "\n".join(out)
 
 

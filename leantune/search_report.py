@@ -158,7 +158,8 @@ def build_report(run_dir: str | Path) -> Path:
             ec = cal["edit_vs_calibration"]
             parts.append(f"<h3>Calibration control</h3><p>The unedited model with contextual calibration (Zhao et "
                          f"al. 2021, content-free input 'N/A'): validation {cal['validation']['accuracy']:.3f}, test "
-                         f"{cal['test']['accuracy']:.3f}. Edit vs calibration on test: {_pct(ec['accuracy_change'])} "
+                         f"{cal['test']['accuracy']:.3f}. The search's best edit vs calibration alone on test: "
+                         f"{_pct(ec['accuracy_change'])} "
                          f"pts, McNemar p {_p(ec['mcnemar_p'])}. <b>{verdict}</b></p>")
         elif cal:
             parts.append(f"<h3>Calibration control</h3><p>{_e(cal.get('skipped'))}</p>")

@@ -221,7 +221,7 @@ def result_lines(s: dict) -> list[str]:
         line = "calibration alone (unedited, contextual calibration): " + describe_change(
             "test", st["before"], st["after"], st["change"])
         if cal["matches_edit_gain"]:
-            line += "; it matches the edit's gain: the edit may be only a label-prior shift"
+            line += "; it matches the best edit's gain: the edit may be only a label-prior shift"
         lines.append(line)
     elif cal:
         lines.append(f"calibration control: {cal['skipped']}")

@@ -222,8 +222,9 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         with edited(arch, winner, cache):
             test_winner = test_eval.evaluate(model, progress=progress, desc="test: winner")
     test_after = test_winner if chosen else test_before
+    # calibration is set beside the strategy's winner, adopted or not: is the edit's gain more than a prior shift?
     control = _calibration_control(model, tokenizer, search, val_eval, test_eval, base_rec, test_before,
-                                   test_after, seed, calibrate)
+                                   test_winner or test_before, seed, calibrate)
     edit = edit_record(model, cfg["model"], chosen, svd_dtype)
     if out_dir is not None:
         from ..report import plot_search_heatmap
@@ -326,8 +327,9 @@ def _select(rule: SelectionRule, model, arch, cache, val_eval, base_rec, win_rec
 
 def _calibration_control(model, tokenizer, search, val_eval, test_eval, base_rec, test_before, test_after, seed,
                          calibrate: bool) -> dict:
-    """The unedited model with contextual calibration on validation and test, next to the edit: an edit that
-    is only a label-prior shift gets no more than calibration alone, with no edit at all."""
+    """The unedited model with contextual calibration on validation and test, next to the edit (``test_after``:
+    the winner's test evaluation, whether the guard adopted it or not): an edit that is only a label-prior shift
+    gets no more than calibration alone, with no edit at all."""
     if calibrate:
         return {"skipped": "the search itself uses contextual calibration (--calibrate)"}
     val_base = search.reuse.baseline if search.reuse is not None else None
