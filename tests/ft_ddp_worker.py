@@ -21,4 +21,5 @@ model = load_model(model_dir, head="seq-cls", num_labels=2, dtype="float32")
 finetune(cfg, model=model)
 rank = int(os.environ["RANK"])
 trained = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-save_file(trained, str(Path(out) / f"rank{rank}.safetensors"))
+# beside the run's folder, not in it: rank 0 may still be renaming its staged result into place (atomic write)
+save_file(trained, str(Path(out).parent / f"trained_rank{rank}.safetensors"))

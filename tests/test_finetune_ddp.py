@@ -29,7 +29,7 @@ def test_two_process_torchrun_gives_identical_trained_tensors(tmp_path):
            str(mdir), str(train), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    r0, r1 = load_file(str(tmp_path / "trained_rank0.safetensors")), load_file(str(tmp_path / "trained_rank1.safetensors"))
     assert set(r0) == set(r1) and any("leantune_lora" in k for k in r0)
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
