@@ -188,3 +188,13 @@ def test_an_old_run_folder_named_by_its_resolved_path_still_resumes():
 
     assert _same_model(resolve("lab-icl"), "lab-icl")  # written before portable names; resumed by the alias
     assert not _same_model(resolve("lab-icl"), "gpt2")
+
+
+def test_library_entry_refuses_an_encoder_loaded_with_an_lm_head():
+    """BertLMHeadModel has output embeddings but no causal masking: one clear error, not a shape crash."""
+    from leantune import evaluate_icl, load_tokenizer
+    from leantune.errors import LeantuneError
+
+    encoder = load_model("minilm", head="causal-lm")
+    with pytest.raises(LeantuneError, match="is an encoder \\(bert\\), not a causal LM"):
+        evaluate_icl(encoder, load_tokenizer("minilm"), "sst2", shots=1, n_eval=4)
