@@ -102,6 +102,28 @@ def with_stats(metrics: dict, labels: list[int], preds: list[int], names) -> dic
     return {**metrics, **st, "accuracy_ci95": wilson_interval(metrics["correct"], metrics["n"])}
 
 
+def accuracy_metrics(task: Task, labels: list[int], preds: list[int], tokens: int, t0: float) -> dict:
+    """The metrics of one evaluation (every evaluator's, and the calibration control's)."""
+    n = len(labels)
+    correct = sum(int(p == y) for p, y in zip(preds, labels))
+    return with_stats({"accuracy": correct / n, "n": n, "correct": correct,
+                       "per_class": per_class(task, labels, preds), "tokens_processed": tokens,
+                       "seconds": time.perf_counter() - t0}, labels, preds, task.labels)
+
+
+class LabelledExamples:
+    """What the selection rule asks of an evaluator over ``self.examples`` of ``self.task``."""
+
+    @property
+    def gold(self) -> list[int]:
+        """The gold label of every evaluated example, in prediction order."""
+        return [r["label"] for r in self.examples]
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.task.labels
+
+
 def check_label_words(task: Task) -> None:
     if task.kind == "classification":
         if len(task.label_words) != len(task.labels):
@@ -116,7 +138,7 @@ def build_prefix(task: Task, demos: list[dict]) -> str:
     return SEPARATOR.join(parts) + SEPARATOR if parts else ""
 
 
-class ICLEvaluator:
+class ICLEvaluator(LabelledExamples):
     """Accuracy of a causal LM at picking the right continuation after fixed demonstrations."""
 
     def __init__(self, tokenizer, task: Task, demos: list[dict], examples: list[dict], calibrate: bool = False,
@@ -133,20 +155,21 @@ class ICLEvaluator:
         if calibrate:
             if task.kind != "classification":
                 raise LeantuneError("--calibrate applies to classification tasks, not multiple choice")
-            blank = {k: CONTENT_FREE for k in examples[0] if k not in ("label", "idx")}
-            self.calibration_plan = prepare(tokenizer, self.prefix, [task.render_context(blank)],
-                                            [task.continuations(blank)])
+            self.calibration_plan = self._content_free_plan(tokenizer)
 
     reuses_layers = True
 
-    @property
-    def gold(self) -> list[int]:
-        """The gold label of every evaluated example, in prediction order."""
-        return [r["label"] for r in self.examples]
+    def _content_free_plan(self, tokenizer) -> Plan:
+        """The demonstrations followed by the content-free input ``N/A`` in every field (Zhao et al. 2021)."""
+        blank = {k: CONTENT_FREE for k in self.examples[0] if k not in ("label", "idx")}
+        return prepare(tokenizer, self.prefix, [self.task.render_context(blank)], [self.task.continuations(blank)])
 
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.task.labels
+    @staticmethod
+    def _content_free_prior(model, plan: Plan) -> tuple[torch.Tensor, int]:
+        """(log-probabilities of the answers after the content-free prompt, tokens it took)."""
+        cal = score(model, plan, 1)
+        check_finite_scores(cal.logprobs, model)
+        return torch.log_softmax(torch.tensor(cal.logprobs[0]), 0), cal.tokens_processed
 
     def calibration_control(self, model, tokenizer, result: EvalResult) -> EvalResult | None:
         """The same evaluation with contextual calibration, from ``result``'s log-probs (an uncalibrated
@@ -155,21 +178,11 @@ class ICLEvaluator:
         if self.task.kind != "classification" or self.calibration_plan is not None:
             return None
         t0 = time.perf_counter()
-        blank = {k: CONTENT_FREE for k in self.examples[0] if k not in ("label", "idx")}
-        plan = prepare(tokenizer, self.prefix, [self.task.render_context(blank)], [self.task.continuations(blank)])
-        cal = score(model, plan, 1)
-        check_finite_scores(cal.logprobs, model)
-        cf = torch.log_softmax(torch.tensor(cal.logprobs[0]), 0)
-        labels = self.gold
+        cf, tokens = self._content_free_prior(model, self._content_free_plan(tokenizer))
         preds = [int((torch.log_softmax(torch.tensor(p["logprobs"]), 0) - cf).argmax()) for p in result.predictions]
         records = [{**p, "pred": q, "correct": q == p["label"]} for p, q in zip(result.predictions, preds)]
-        correct = sum(int(q == y) for q, y in zip(preds, labels))
-        n = len(labels)
-        metrics = with_stats({"accuracy": correct / n, "n": n, "correct": correct,
-                              "per_class": per_class(self.task, labels, preds),
-                              "tokens_processed": cal.tokens_processed, "seconds": time.perf_counter() - t0,
-                              "content_free_probs": [math.exp(v) for v in cf.tolist()]},
-                             labels, preds, self.task.labels)
+        metrics = accuracy_metrics(self.task, self.gold, preds, tokens, t0)
+        metrics["content_free_probs"] = [math.exp(v) for v in cf.tolist()]
         return EvalResult(metrics, records)
 
     @property
@@ -206,11 +219,9 @@ class ICLEvaluator:
         tokens = scores.tokens_processed
         cf = None
         if self.calibration_plan is not None:
-            cal = score(model, self.calibration_plan, 1)
-            check_finite_scores(cal.logprobs, model)
-            tokens += cal.tokens_processed
-            cf = torch.log_softmax(torch.tensor(cal.logprobs[0]), 0)
-        labels = [r["label"] for r in self.examples]
+            cf, cf_tokens = self._content_free_prior(model, self.calibration_plan)
+            tokens += cf_tokens
+        labels = self.gold
         preds, preds_raw, preds_norm, records = [], [], [], []
         for r, lp, ln in zip(self.examples, scores.logprobs, scores.lengths):
             lp_t = torch.tensor(lp)
@@ -222,11 +233,7 @@ class ICLEvaluator:
             records.append({"idx": r["idx"], "label": r["label"], "pred": pred, "correct": pred == r["label"],
                             "logprobs": lp, "continuation_tokens": ln})
         n = len(labels)
-        correct = sum(int(p == y) for p, y in zip(preds, labels))
-        metrics = with_stats({"accuracy": correct / n, "n": n, "correct": correct,
-                              "per_class": per_class(self.task, labels, preds),
-                              "tokens_processed": tokens, "seconds": time.perf_counter() - t0},
-                             labels, preds, self.task.labels)
+        metrics = accuracy_metrics(self.task, labels, preds, tokens, t0)
         if self.task.kind == "multiple_choice":
             # lm-eval's acc_norm: log-likelihood divided by the continuation's length in characters
             metrics["acc_norm"] = sum(int(p == y) for p, y in zip(preds_norm, labels)) / n
@@ -339,7 +346,7 @@ def pool_results(results: list[EvalResult]) -> EvalResult:
                                  [p["label"] for p in preds], [p["pred"] for p in preds], names), preds)
 
 
-class ClassifierEvaluator:
+class ClassifierEvaluator(LabelledExamples):
     """Accuracy of a sequence-classification model (e.g. a fine-tuned MiniLM) on labelled records."""
 
     def __init__(self, tokenizer, task: Task, examples: list[dict], batch_size: int = 32, max_length: int = 128):
@@ -351,14 +358,6 @@ class ClassifierEvaluator:
                                     padding=True, return_tensors="pt") for i in range(0, len(texts), batch_size)]
 
     reuses_layers = False
-
-    @property
-    def gold(self) -> list[int]:
-        return [r["label"] for r in self.examples]
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.task.labels
 
     def calibration_control(self, model, tokenizer, result: EvalResult) -> EvalResult | None:
         return None  # contextual calibration is a prompting method; a classifier has no prompt
@@ -393,10 +392,7 @@ class ClassifierEvaluator:
             check_finite_scores(out.logits.float().tolist(), model)
             preds += out.logits.argmax(-1).tolist()
             tokens += int(enc["attention_mask"].sum())
-        labels = [r["label"] for r in self.examples]
-        correct = sum(int(p == y) for p, y in zip(preds, labels))
+        labels = self.gold
         records = [{"idx": r["idx"], "label": y, "pred": p, "correct": p == y}
                    for r, y, p in zip(self.examples, labels, preds)]
-        return EvalResult(with_stats({"accuracy": correct / len(labels), "n": len(labels), "correct": correct,
-                                      "per_class": per_class(self.task, labels, preds), "tokens_processed": tokens,
-                                      "seconds": time.perf_counter() - t0}, labels, preds, self.task.labels), records)
+        return EvalResult(accuracy_metrics(self.task, labels, preds, tokens, t0), records)

@@ -126,6 +126,7 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
     from ..model_fit import check_causal_lm, check_vocab_fits, fit_max_length
     from ..models import load_model, model_source, tokenizer_for
     from ..svd.api import check_search_args, search_svd
+    from ..svd.selection import SelectionRule
 
     rates = [float(r) for r in (cfg.rates.split(",") if isinstance(cfg.rates, str) else cfg.rates)]
     modules = [m.strip() for m in (cfg.modules.split(",") if isinstance(cfg.modules, str) else cfg.modules)]
@@ -154,8 +155,8 @@ def _search(cfg: SearchConfig, progress: bool) -> dict:
                          out=None if cfg.dry_run else cfg.out, dry_run=cfg.dry_run, progress=progress, record=record,
                          source=None if cfg.dry_run else model_source(cfg.model), reuse_memory=cfg.reuse_memory,
                          reuse_overflow=cfg.reuse_overflow, svd_cache_memory=cfg.svd_cache_memory,
-                         guard=cfg.guard, select=cfg.select, n_confirm=parse_n_confirm(cfg.n_confirm),
-                         confirm_alpha=cfg.confirm_alpha, overwrite=cfg.overwrite)
+                         selection=SelectionRule(cfg.guard, cfg.select, cfg.confirm_alpha,
+                                                 parse_n_confirm(cfg.n_confirm)), overwrite=cfg.overwrite)
     summary.pop("edit", None)  # the CLI's summary is summary.json's content; the edit is in edit.json
     if "seconds" in summary:
         summary["seconds"]["command"] = time.perf_counter() - t0  # loading, search, selection, test, report

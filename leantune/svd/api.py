@@ -104,9 +104,8 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
                batch_size: int = 16, max_length: int = 128, split: str = "validation", data_dir=None,
                out: str | Path | None = None, dry_run: bool = False, progress: bool = False,
                record: dict | None = None, source: dict | None = None, reuse_memory: str | int | None = None,
-               reuse_overflow: str = "auto", svd_cache_memory: str | int | None = None, guard: str = "on",
-               select: str = "accuracy", n_confirm: int | str = "auto", confirm_alpha: float = 0.05,
-               overwrite: bool = False) -> dict:
+               reuse_overflow: str = "auto", svd_cache_memory: str | int | None = None,
+               selection: SelectionRule | None = None, overwrite: bool = False) -> dict:
     """Search SVD edits of ``model`` (loaded, unedited) on a task's validation examples; test the winner.
 
     ``strategy``: a registered name (paper, grid, greedy, or your own) or a :class:`Strategy` instance.
@@ -124,11 +123,11 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     recompute), with identical results. ``svd_cache_memory``: a budget for the SVD factors kept between
     candidates (default: no bound); factors beyond it are recomputed when needed, with identical results.
 
-    Selection (``leantune.svd.selection``): ``select`` ranks the candidates (accuracy | balanced_accuracy |
-    macro_f1). ``guard="on"`` adopts the winner only if it beats the unedited model on ``n_confirm`` held-out
-    confirmation examples (one-sided exact test at ``confirm_alpha``; ``"auto"``: up to 200 from the train pool
-    left after demonstrations and validation) and is not a label-prior shift; ``guard="off"`` is the paper's
-    plain selection. Either way the summary carries the statistics of validation, test and confirmation
+    ``selection``: a :class:`~leantune.svd.selection.SelectionRule` (default: guarded, ranked by accuracy).
+    Its ``metric`` ranks the candidates (accuracy | balanced_accuracy | macro_f1). ``guard="on"`` adopts the
+    winner only if it beats the unedited model on ``n_confirm`` held-out confirmation examples (one-sided exact
+    test at ``confirm_alpha``; ``"auto"``: up to 200 from the train pool left after demonstrations and
+    validation) and is not a label-prior shift; ``SelectionRule(guard="off")`` is the paper's plain selection. Either way the summary carries the statistics of validation, test and confirmation
     (``stats``: balanced accuracy, macro-F1, confusion matrices, the constant predictor; ``change``: gained /
     lost examples, McNemar's exact p, paired-bootstrap 95 % intervals), the decision (``selection``) and a
     calibration control (``calibration_control``: the unedited model with contextual calibration).
@@ -150,10 +149,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
     rates = [float(r) for r in (rates.split(",") if isinstance(rates, str) else rates)]
     modules = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules)]
     check_search_args(strategy, svd_dtype, evaluator, reuse_overflow)
-    rule = SelectionRule(guard, select, confirm_alpha).check()
-    if not (n_confirm == "auto" or (isinstance(n_confirm, int) and not isinstance(n_confirm, bool)
-                                    and n_confirm >= 0)):
-        raise LeantuneError(f"--n-confirm must be a count >= 0 or auto, not {n_confirm!r}")
+    rule = (selection or SelectionRule()).check()
     budget = parse_bytes(reuse_memory)
     factor_budget = parse_bytes(svd_cache_memory)  # read before anything is loaded or written
     task_obj = task if isinstance(task, Task) else resolve_task(task)
@@ -168,7 +164,7 @@ def search_svd(model, tokenizer, task, strategy: str | Strategy = "paper", modul
         parse_layers(",".join(str(x) for x in layers), arch.num_layers)
     check_grid(arch, modules, rates)
     data = make_icl_data(task_obj, shots if evaluator == "icl" else 0, n_val, n_test, seed, data_dir or "default",
-                         test_split=split, n_confirm=n_confirm if rule.guard == "on" else 0)
+                         test_split=split, n_confirm=rule.n_confirm if rule.guard == "on" else 0)
 
     def make_eval(examples):
         return _evaluator(tokenizer, task_obj, data, examples, evaluator, calibrate, batch_size, max_length)

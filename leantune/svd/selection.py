@@ -30,9 +30,13 @@ SHIFT_MARGIN = 0.05  # ... unless the gold labels themselves are that skewed (to
 
 @dataclass(frozen=True)
 class SelectionRule:
+    """How a search decides: ``guard`` on | off, ``metric`` ranking the candidates, ``confirm_alpha`` and
+    ``n_confirm`` (a count, or ``"auto"``: up to 200 train examples left after demonstrations and validation)."""
+
     guard: str = "on"
     metric: str = "accuracy"
     confirm_alpha: float = 0.05
+    n_confirm: int | str = "auto"
 
     def check(self) -> "SelectionRule":
         if self.guard not in GUARDS:
@@ -41,6 +45,9 @@ class SelectionRule:
             raise LeantuneError(f"--select must be one of {', '.join(METRICS)}, not {self.metric!r}")
         if not 0 < self.confirm_alpha < 1:
             raise LeantuneError(f"--confirm-alpha must be in (0, 1), not {self.confirm_alpha}")
+        n = self.n_confirm
+        if not (n == "auto" or (isinstance(n, int) and not isinstance(n, bool) and n >= 0)):
+            raise LeantuneError(f"--n-confirm must be a count >= 0 or auto, not {n!r}")
         return self
 
 
